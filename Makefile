@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   venv + install + the main job on the embedded defaults (offline)
+#   make test   venv + install + the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+# Torch first, pinned to the CPU wheel this project's machines carry; GPU users may override,
+# e.g. `make demo TORCH_SPEC=torch` (pyproject keeps the range open).
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
+
+.PHONY: setup demo test lint bench clean
+
+$(BIN)/lll: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "$(TORCH_SPEC)"
+	$(BIN)/pip install -e ".[test]"
+	touch $@
+
+setup: $(BIN)/lll
+
+demo: setup
+	$(BIN)/lll run --strategy ewc
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup lint
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf $(VENV) mlflow.db mlartifacts optuna.db .pytest_cache

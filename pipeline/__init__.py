@@ -1,0 +1,1 @@
+"""Learn one task ordering with a continual-learning strategy and measure it (the R matrix)."""

@@ -1,0 +1,54 @@
+"""Every setting of a training run, validated once (pydantic), so a typo is an error, not a default."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    """How each task is trained. Defaults were checked so every default-pool task is learnable
+    (see README, "Checking the defaults")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hidden: tuple[int, ...] = (50, 50, 50)
+    heads: Literal["shared", "per-task"] | None = None  # None: the pool's default
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    batch_size: int = Field(32, gt=0)
+    epochs: int = Field(10, gt=0)
+    init: Literal["he", "torch"] = "he"
+    clip: float | None = Field(1.0, gt=0)  # gradient-norm clipping; None disables it
+    device: str = "auto"  # auto: CUDA when this process holds a GPU, else CPU
+
+
+class StrategyConfig(BaseModel):
+    """A strategy name, its strength λ (``lam``; None means the strategy's own default) and any
+    strategy-specific options (memory size, temperature, decay, ...)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "naive"
+    lam: float | None = Field(None, ge=0)
+    options: dict[str, Any] = {}
+
+
+class RunConfig(BaseModel):
+    """One `lll run`: which pool and ordering, which strategy, how to train, where to record."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pool: str = "mixed-mnist"
+    order: list[str] | None = None  # None: the pool's own order
+    strategy: StrategyConfig = StrategyConfig()
+    train: TrainConfig = TrainConfig()
+    seed: int = 0
+    data_dir: str | None = None
+    download: bool = False
+    train_per_task: int | None = Field(None, gt=0)
+    test_per_task: int | None = Field(None, gt=0)
+    tracking_uri: str | None = "sqlite:///mlflow.db"  # None: do not record
+    experiment: str = "lll-run"

@@ -1,0 +1,205 @@
+"""Learn one ordering end to end: build the model, train task after task, fill R.
+
+Determinism and the prefix cache: task i is trained with a seed derived from (seed, the ordering's
+first i tasks), so the state after a prefix never depends on what comes after it. That state
+(model, strategy state, and the accuracy row measured on every pool task) is therefore a pure
+function of a key, and orderings that share a prefix can share its training.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from pipeline.config import StrategyConfig, TrainConfig
+from pipeline.models import build_model, model_for_pool
+from pipeline.rmatrix import RMatrix
+from pipeline.strategies import make_strategy
+from pipeline.strategies.base import Strategy, tensor_bytes
+from pipeline.train import evaluate, pick_device, train_task
+from tasks.pool import TaskPool, seed_from, stable_hash
+
+
+@dataclass
+class PrefixState:
+    """Everything the rest of a sequence needs after training a prefix."""
+
+    model_spec: dict
+    model: dict[str, torch.Tensor]
+    strategy: dict[str, Any]
+    rows: list[dict[str, float]]  # accuracy on every pool task after each prefix 0..i
+    sizes: list[dict[str, int]]  # parameters and stored bytes after each task 1..i
+
+    def nbytes(self) -> int:
+        return tensor_bytes(self.model) + tensor_bytes(self.strategy)
+
+    def to_dict(self) -> dict:
+        return {
+            "model_spec": self.model_spec,
+            "model": self.model,
+            "strategy": self.strategy,
+            "rows": self.rows,
+            "sizes": self.sizes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PrefixState:
+        return cls(d["model_spec"], d["model"], d["strategy"], d["rows"], d["sizes"])
+
+
+class PrefixCache(Protocol):
+    def get(self, key: str) -> PrefixState | None: ...
+    def put(self, key: str, state: PrefixState) -> None: ...
+
+
+class MemoryPrefixCache:
+    """An in-process LRU cache of prefix states, bounded in bytes."""
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[str, PrefixState] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str) -> PrefixState | None:
+        state = self._items.get(key)
+        if state is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._items.move_to_end(key)
+        return state
+
+    def put(self, key: str, state: PrefixState) -> None:
+        if key in self._items:
+            return
+        self._items[key] = state
+        self.bytes += state.nbytes()
+        while self.bytes > self.max_bytes and len(self._items) > 1:
+            _, old = self._items.popitem(last=False)
+            self.bytes -= old.nbytes()
+
+
+@dataclass
+class RunResult:
+    rmatrix: RMatrix
+    model: nn.Module
+    strategy: Strategy
+    rows: list[dict[str, float]]  # row i: accuracy on every pool task after i tasks
+    trained: int = 0  # task-trainings actually run
+    reused: int = 0  # task-trainings taken from the cache
+    seconds: float = 0.0
+    sizes: list[dict[str, int]] = field(default_factory=list)  # params / stored bytes after each task
+
+
+def prefix_key(
+    pool: TaskPool, strategy_cfg: StrategyConfig, train_cfg: TrainConfig, seed: int, prefix: list[str]
+) -> str:
+    """Everything that determines the state after ``prefix`` (device excluded: it is where, not what)."""
+    train = train_cfg.model_dump(mode="json", exclude={"device"})
+    return stable_hash(pool.fingerprint(), strategy_cfg.model_dump(mode="json"), train, seed, prefix)
+
+
+def snapshot(model: nn.Module, strategy: Strategy, rows: list, sizes: list) -> PrefixState:
+    return PrefixState(
+        copy.deepcopy(model.spec),
+        {k: v.detach().clone() for k, v in model.state_dict().items()},
+        copy.deepcopy(strategy.state_dict()),
+        copy.deepcopy(rows),
+        copy.deepcopy(sizes),
+    )
+
+
+def restore(state: PrefixState, strategy: Strategy, device: torch.device) -> nn.Module:
+    model = build_model(state.model_spec).to(device)
+    model.load_state_dict(state.model)
+    strategy.load_state_dict(copy.deepcopy(state.strategy))
+    return model
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+TaskCallback = Callable[[int, str, dict[str, float]], None]
+
+
+def run_ordering(
+    pool: TaskPool,
+    order: list[str],
+    strategy_cfg: StrategyConfig,
+    train_cfg: TrainConfig,
+    seed: int = 0,
+    cache: PrefixCache | None = None,
+    on_task: TaskCallback | None = None,
+    on_epoch: Callable[[str, int], None] | None = None,
+) -> RunResult:
+    """Train ``order`` (task names of ``pool``) in sequence and return R and the final state.
+
+    ``on_task(i, name, row)`` is called after the i-th task (1-based) with the accuracy row on every
+    pool task; it may raise to stop the run early (pruning). ``cache`` is consulted for the longest
+    already-trained prefix and filled with every new one.
+    """
+    start = time.perf_counter()
+    device = pick_device(train_cfg.device)
+    strategy = make_strategy(strategy_cfg)
+    tasks = [pool[n] for n in order]
+    all_tasks = list(pool.tasks.values())
+
+    def key(i: int) -> str:
+        return prefix_key(pool, strategy_cfg, train_cfg, seed, order[:i])
+
+    # Longest cached prefix (0 = the initial model).
+    resume_at, state = 0, None
+    if cache is not None:
+        for i in range(len(order), -1, -1):
+            state = cache.get(key(i))
+            if state is not None:
+                resume_at = i
+                break
+    if state is None:
+        model = model_for_pool(pool, train_cfg.hidden, train_cfg.heads, train_cfg.init, seed_from(seed, "init"))
+        model = model.to(device)
+        rows, sizes = [evaluate(model, strategy, all_tasks, device)], []
+        if cache is not None:
+            cache.put(key(0), snapshot(model, strategy, rows, sizes))
+    else:
+        model = restore(state, strategy, device)
+        rows, sizes = copy.deepcopy(state.rows), copy.deepcopy(state.sizes)
+
+    result = RunResult(None, model, strategy, rows, reused=resume_at, sizes=sizes)  # type: ignore[arg-type]
+    for i in range(1, resume_at + 1):
+        if on_task is not None:
+            on_task(i, order[i - 1], rows[i])
+
+    for i in range(resume_at, len(order)):
+        task = tasks[i]
+        epoch_cb = (lambda e, n=task.name: on_epoch(n, e)) if on_epoch else None
+        model = train_task(model, task, strategy, train_cfg, seed_from(seed, order[: i + 1]), device, epoch_cb)
+        row = evaluate(model, strategy, all_tasks, device)
+        rows.append(row)
+        sizes.append({"params": count_params(model), "stored_bytes": strategy.stored_bytes()})
+        result.trained += 1
+        if cache is not None:
+            cache.put(key(i + 1), snapshot(model, strategy, rows, sizes))
+        if on_task is not None:
+            on_task(i + 1, task.name, row)
+
+    result.model = model
+    result.rmatrix = RMatrix(tuple(order), [[r[n] for n in order] for r in rows])
+    result.seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,55 @@
+"""Learning without Forgetting (Li & Hoiem, 2016): distil the old model on the new task's inputs.
+
+No old data is stored. Before a new task the current model is frozen as the teacher; while the
+new task trains, the outputs the teacher gave for past tasks' heads (the shared head, in the
+domain-incremental setting) on the *new* inputs are kept close with a temperature-T distillation:
+
+    loss = CE + λ Σ_{old heads h} T² · KL(softmax(teacher_h(x)/T) ‖ softmax(student_h(x)/T))
+
+Options: ``temperature`` (T, default 2).
+"""
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.strategies.base import Strategy
+
+
+class LwF(Strategy):
+    name = "lwf"
+    default_lam = 1.0
+    lam_range = (0.1, 10.0)
+
+    def __init__(self, lam: float | None = None, temperature: float = 2.0) -> None:
+        super().__init__(lam)
+        self.temperature = float(temperature)
+        self.teacher: torch.nn.Module | None = None  # rebuilt from the model before each task
+
+    def before_task(self, model, task):
+        if self.seen:
+            self.teacher = copy.deepcopy(model).eval()
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
+        return super().before_task(model, task)
+
+    def _old_heads(self, model) -> list[str]:
+        if getattr(model, "shared_head", False):
+            return [self.seen[-1]] if self.seen else []
+        return list(self.seen)
+
+    def loss(self, model, x, y):
+        base = super().loss(model, x, y)
+        if self.teacher is None:
+            return base
+        t = self.temperature
+        feats = model.features(x)
+        with torch.no_grad():
+            teacher_feats = self.teacher.features(x)
+        kd = x.new_zeros(())
+        for h in self._old_heads(model):
+            student = F.log_softmax(model.head(h)(feats) / t, dim=1)
+            teacher = F.softmax(self.teacher.head(h)(teacher_feats) / t, dim=1)
+            kd = kd + F.kl_div(student, teacher, reduction="batchmean") * t * t
+        return base + self.lam * kd

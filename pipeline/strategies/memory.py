@@ -1,0 +1,132 @@
+"""Stored examples of past tasks, shared by replay, joint, GEM and A-GEM.
+
+``EpisodicMemory`` keeps up to ``per_task`` examples of each task (None: all of them);
+``ReservoirMemory`` keeps a fixed-size uniform sample of everything seen (reservoir sampling).
+Both remember which task each example came from, so per-task heads answer correctly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.strategies.base import Strategy
+from tasks.pool import Task
+
+
+def mixed_task_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, names: list[str]
+) -> torch.Tensor:
+    """Mean cross-entropy over a batch mixing tasks (``t`` indexes ``names``)."""
+    total = x.new_zeros(())
+    for k in torch.unique(t).tolist():
+        m = t == k
+        total = total + F.cross_entropy(model(x[m], names[k]), y[m], reduction="sum")
+    return total / max(1, len(y))
+
+
+class EpisodicMemory:
+    def __init__(self, per_task: int | None) -> None:
+        self.per_task = per_task
+        self.data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def add_task(self, task: Task, device: torch.device) -> None:
+        """Keep a random ``per_task`` examples of the task (drawn with the seeded global RNG)."""
+        n = len(task.y_train)
+        idx = torch.randperm(n)[: self.per_task] if self.per_task is not None else torch.arange(n)
+        self.data[task.name] = (task.x_train[idx].to(device), task.y_train[idx].to(device))
+
+    def names(self) -> list[str]:
+        return list(self.data)
+
+    def sample(self, name: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.data[name]
+        idx = torch.randint(len(y), (min(n, len(y)),), device=y.device)
+        return x[idx], y[idx]
+
+    def sample_all(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A batch drawn uniformly from the union of all tasks' examples."""
+        xs = torch.cat([x for x, _ in self.data.values()])
+        ys = torch.cat([y for _, y in self.data.values()])
+        ts = torch.cat([torch.full((len(y),), k, device=y.device) for k, (_, y) in enumerate(self.data.values())])
+        idx = torch.randint(len(ys), (min(n, len(ys)),), device=ys.device)
+        return xs[idx], ys[idx], ts[idx]
+
+    def state(self) -> dict:
+        return {
+            "names": list(self.data),
+            "x": [v[0] for v in self.data.values()],
+            "y": [v[1] for v in self.data.values()],
+        }
+
+    def load(self, state: dict) -> None:
+        self.data = {n: (x, y) for n, x, y in zip(state["names"], state["x"], state["y"], strict=True)}
+
+
+class ReservoirMemory:
+    """A uniform sample of ``size`` examples of the whole stream seen so far."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.seen = 0
+        self.names: list[str] = []
+        self.x: torch.Tensor | None = None
+        self.y = torch.zeros(0, dtype=torch.long)
+        self.t = torch.zeros(0, dtype=torch.long)
+
+    def add_task(self, task: Task, device: torch.device) -> None:
+        k = len(self.names)
+        self.names.append(task.name)
+        xs, ys = task.x_train.to(device), task.y_train.to(device)
+        if self.x is None:
+            self.x = xs.new_zeros((0, *xs.shape[1:]))
+            self.y, self.t = self.y.to(device), self.t.to(device)
+        order = torch.randperm(len(ys)).tolist()
+        # Reservoir sampling (Vitter's algorithm R): the i-th example of the stream is kept with
+        # probability size / i, replacing a uniformly chosen slot.
+        slots = torch.randint(1 << 62, (len(order),)).tolist()
+        keep_x, keep_y, keep_t = [self.x], [self.y], [self.t]
+        fill = max(0, min(self.size - len(self.y), len(order)))
+        if fill:
+            take = torch.tensor(order[:fill], device=ys.device)
+            keep_x.append(xs[take])
+            keep_y.append(ys[take])
+            keep_t.append(torch.full((fill,), k, device=ys.device))
+        self.x, self.y, self.t = torch.cat(keep_x), torch.cat(keep_y), torch.cat(keep_t)
+        self.seen += fill
+        for i, r in zip(order[fill:], slots[fill:], strict=True):
+            self.seen += 1
+            j = r % self.seen
+            if j < self.size:
+                self.x[j], self.y[j], self.t[j] = xs[i], ys[i], k
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx = torch.randint(len(self.y), (min(n, len(self.y)),), device=self.y.device)
+        return self.x[idx], self.y[idx], self.t[idx]
+
+    def state(self) -> dict:
+        return {"size": self.size, "seen": self.seen, "names": list(self.names), "x": self.x, "y": self.y, "t": self.t}
+
+    def load(self, state: dict) -> None:
+        self.size, self.seen, self.names = state["size"], state["seen"], list(state["names"])
+        self.x, self.y, self.t = state["x"], state["y"], state["t"]
+
+
+class WithMemory(Strategy):
+    """A strategy that stores examples of each finished task in ``self.memory``."""
+
+    memory: EpisodicMemory | ReservoirMemory
+
+    def after_task(self, model, task):
+        self.memory.add_task(task, next(model.parameters()).device)
+        super().after_task(model, task)
+
+    def extra_state(self):
+        return {"memory": self.memory.state()}
+
+    def load_extra_state(self, state):
+        self.memory.load(state["memory"])

@@ -1,0 +1,105 @@
+"""Shared machinery of the regulariser family: L'(θ) = L(θ) + λ Σ_i b_i (θ_i − θ^b_i)².
+
+L2, EWC, online EWC, SI and MAS differ only in how they compute the guard b_i after a task, so
+they all subclass :class:`QuadraticPenalty` and implement :meth:`importance`.
+
+Several tasks' penalties Σ_k b_k (θ − a_k)² are kept consolidated as one B (θ − Ā)² (+ a constant
+that has no gradient), with B = Σ_k b_k and Ā = Σ_k b_k a_k / B: the same gradients at the cost
+of one penalty, however many tasks came before. ``decay`` < 1 gives the online-EWC recursion.
+
+Convention: no ½ in front. A paper that writes (λ/2) Σ F (θ − θ*)² (EWC) has λ_paper = 2·λ_lll.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from pipeline.strategies.base import Strategy, trainable
+from tasks.pool import Task
+
+
+class QuadraticPenalty(Strategy):
+    decay: float = 1.0  # γ: how much of the old importance survives each new task
+
+    def __init__(self, lam: float | None = None) -> None:
+        super().__init__(lam)
+        self.B: dict[str, torch.Tensor] = {}  # consolidated importance
+        self.A: dict[str, torch.Tensor] = {}  # consolidated anchor
+
+    def importance(self, model: nn.Module, task: Task) -> dict[str, torch.Tensor]:
+        """b_i for the task just trained (model holds θ after the task)."""
+        raise NotImplementedError
+
+    def loss(self, model, x, y):
+        base = super().loss(model, x, y)
+        if not self.B:
+            return base
+        penalty = sum((self.B[n] * (p - self.A[n]).pow(2)).sum() for n, p in trainable(model).items())
+        return base + self.lam * penalty
+
+    def after_task(self, model, task):
+        b = self.importance(model, task)
+        for n, p in trainable(model).items():
+            a = p.detach().clone()
+            if n not in self.B:
+                self.B[n], self.A[n] = b[n].clone(), a
+                continue
+            old = self.decay * self.B[n]
+            new_b = old + b[n]
+            safe = torch.where(new_b > 0, new_b, torch.ones_like(new_b))
+            self.A[n] = torch.where(new_b > 0, (old * self.A[n] + b[n] * a) / safe, a)
+            self.B[n] = new_b
+        super().after_task(model, task)
+
+    def extra_state(self):
+        return {"B": dict(self.B), "A": dict(self.A)}
+
+    def load_extra_state(self, state):
+        self.B, self.A = dict(state["B"]), dict(state["A"])
+
+
+def per_sample_grad_stat(
+    model: nn.Module,
+    task: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sample_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    reduce: Callable[[torch.Tensor], torch.Tensor],
+    chunk: int = 256,
+) -> dict[str, torch.Tensor]:
+    """Mean over samples s of ``reduce(∂ sample_loss(f(x_s), y_s) / ∂θ)``, via torch.func.vmap.
+
+    ``sample_loss`` maps one sample's logits and label to a scalar; ``reduce`` is applied to each
+    per-sample gradient before averaging (square for the Fisher, abs for MAS).
+    """
+    params = {n: p.detach() for n, p in trainable(model).items()}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+
+    def one(p, xs, ys):
+        out = functional_call(model, (p, buffers), (xs.unsqueeze(0), task))[0]
+        return sample_loss(out, ys)
+
+    grad_one = vmap(grad(one), in_dims=(None, 0, 0))
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    for i in range(0, len(x), chunk):
+        g = grad_one(params, x[i : i + chunk], y[i : i + chunk])
+        for n in total:
+            total[n] += reduce(g[n]).sum(0)
+    return {n: t / max(1, len(x)) for n, t in total.items()}
+
+
+def fisher_diagonal(model: nn.Module, task: Task, n_samples: int) -> dict[str, torch.Tensor]:
+    """Diagonal Fisher information E_x E_{y~p(y|x)} [(∂ log p(y|x) / ∂θ)²], labels drawn from the
+    model's own predictive distribution (Kirkpatrick et al., 2017) on up to ``n_samples`` inputs."""
+    device = next(model.parameters()).device
+    x = task.x_train[:n_samples].to(device)
+    with torch.no_grad():
+        y = torch.multinomial(F.softmax(model(x, task.name), dim=1), 1).squeeze(1)
+    return per_sample_grad_stat(
+        model, task.name, x, y, lambda out, t: F.cross_entropy(out.unsqueeze(0), t.unsqueeze(0)), torch.square
+    )

@@ -1,0 +1,163 @@
+"""MLflow recording: one run per trained ordering (params, metrics, R as JSON + PNG, checkpoint).
+
+Uses ``MlflowClient`` with explicit run ids rather than the global ``mlflow.start_run`` state, so
+one driver process can record many trials (and nest them under a search's parent run) safely.
+With the embedded SQLite store only the driver writes (SQLite and many writers end in
+"database is locked"); workers return results and files instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.rmatrix import RMatrix
+from tasks.errors import LLLError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def mask_url(url: str) -> str:
+    """Hide a password in a URL (``postgresql://user:secret@host`` → ``postgresql://user:***@host``)."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :])
+    return None
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """For a SQLite store, keep artifacts in ``mlartifacts/`` beside the database file."""
+    db = sqlite_path(uri)
+    if db is None:
+        return None
+    return (db.expanduser().resolve().parent / "mlartifacts").as_uri()
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, when the tracking store cannot be reached."""
+    db = sqlite_path(uri)
+    if db is not None:
+        parent = db.expanduser().resolve().parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise LLLError(f"MLflow store {uri}: folder {parent} is missing or not writable; fix --tracking-uri")
+        return
+    if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                if resp.status >= 400:
+                    raise OSError(f"HTTP {resp.status}")
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise LLLError(
+                f"MLflow tracking server {mask_url(uri)} is unreachable ({reason}); start it "
+                "(`mlflow server --host 127.0.0.1 --port 5000`) or fix --tracking-uri"
+            ) from None
+        return
+    if uri.startswith(("postgresql", "mysql", "mssql")):
+        from sqlalchemy import create_engine, text
+
+        try:
+            with create_engine(uri).connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            raise LLLError(
+                f"MLflow database {mask_url(uri)} is unreachable ({type(exc).__name__}); check the URL"
+            ) from None
+        return
+    if uri.startswith("file:") or "://" not in uri:
+        return
+    raise LLLError(f"unsupported tracking URI {mask_url(uri)}; use sqlite:///FILE, http://HOST:PORT or a DB URL")
+
+
+def _client(uri: str):
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(uri: str, name: str) -> str:
+    """The id of experiment ``name``, created (with artifacts beside a SQLite DB) if missing."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_root_for(uri))
+
+
+def start_run(
+    uri: str,
+    experiment: str,
+    run_name: str,
+    tags: Mapping[str, str] | None = None,
+    parent_run_id: str | None = None,
+) -> str:
+    client = _client(uri)
+    all_tags = dict(tags or {})
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id(uri, experiment), run_name=run_name, tags=all_tags)
+    return run.info.run_id
+
+
+def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    _client(uri).set_terminated(run_id, status=status)
+
+
+def log_ordering_run(
+    uri: str,
+    run_id: str,
+    rmatrix: RMatrix | None,
+    params: Mapping[str, Any],
+    extra_metrics: Mapping[str, float] | None = None,
+    step_metrics: Mapping[str, list[float]] | None = None,
+    files: Mapping[str, str | Path] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    """Record one trained ordering in run ``run_id``: params, ACC/BWT/FWT/forgetting, per-task
+    series (``step_metrics``, step = tasks trained so far), R as JSON + heatmap, and ``files``
+    (artifact sub-folder → local path), e.g. checkpoints."""
+    import time
+
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = _client(uri)
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(k, float(v), now, 0)
+        for k, v in {**(rmatrix.metrics() if rmatrix else {}), **(extra_metrics or {})}.items()
+    ]
+    for name, series in (step_metrics or {}).items():
+        metrics += [Metric(name, float(v), now, step) for step, v in enumerate(series, start=1)]
+    client.log_batch(
+        run_id,
+        metrics=metrics,
+        params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        if rmatrix is not None:
+            rmatrix.to_json(Path(tmp) / "R.json")
+            rmatrix.heatmap(Path(tmp) / "R.png")
+            client.log_artifact(run_id, str(Path(tmp) / "R.json"))
+            client.log_artifact(run_id, str(Path(tmp) / "R.png"))
+        for folder, path in (files or {}).items():
+            client.log_artifact(run_id, str(path), artifact_path=folder)

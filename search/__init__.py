@@ -1,0 +1,1 @@
+"""Which ordering is best: the Optuna study, Ray dispatch, affinity graph, reports and the CLI."""

@@ -1,0 +1,282 @@
+"""The `lll` command line. Every subcommand runs offline on one machine with its defaults.
+
+Bad input never shows a traceback: it is one line ``error: <problem>; <fix>`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from tasks.errors import LLLError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="lll: which task order makes a continual learner forget least? Train, measure, search.",
+)
+out = Console()
+err = Console(stderr=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
+# ---------------------------------------------------------------------------------------------
+def load_yaml_config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise LLLError(f"cannot read config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise LLLError(f"config {path} is not valid YAML{at}; fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LLLError(f"config {path} must be a YAML mapping of settings")
+    return data
+
+
+def validated(model: type[BaseModel], data: dict[str, Any], where: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        raise LLLError(f"{where}: {loc}: {e['msg']}; fix that setting") from None
+
+
+def merge(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """Flags override the config file; a flag left at None keeps the file's (or default) value."""
+    outd = dict(base)
+    for k, v in overrides.items():
+        if v is not None:
+            outd[k] = v
+    return outd
+
+
+def parse_options(items: list[str] | None) -> dict[str, Any]:
+    """``--option memory_size=200`` → {"memory_size": 200} (values parsed as YAML scalars)."""
+    opts: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise LLLError(f"--option {item!r} must look like KEY=VALUE, e.g. --option memory_size=200")
+        k, v = item.split("=", 1)
+        opts[k.strip()] = yaml.safe_load(v)
+    return opts
+
+
+def parse_ints(text: str | None, flag: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise LLLError(f"{flag} takes comma-separated integers, e.g. {flag} 50,50,50") from None
+
+
+def print_rmatrix(r) -> None:
+    table = Table(title="R: test accuracy (%) — rows: after training, columns: task tested")
+    table.add_column("", style="bold")
+    for t in r.tasks:
+        table.add_column(t, justify="right")
+    for label, row in zip(r.row_labels(), r.values, strict=True):
+        table.add_row(label, *[f"{v * 100:.1f}" for v in row])
+    out.print(table)
+    m = r.metrics()
+    out.print(
+        f"ACC {m['acc'] * 100:.2f}   BWT {m['bwt'] * 100:+.2f}   FWT {m['fwt'] * 100:+.2f}   "
+        f"forgetting {m['forgetting'] * 100:.2f}   (percentage points)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# lll pools
+# ---------------------------------------------------------------------------------------------
+@app.command()
+def pools() -> None:
+    """List the built-in task pools (any pool can also be a YAML file: see README)."""
+    from tasks.registry import BUILTIN_POOLS, DEFAULT_POOL, builtin_spec
+
+    table = Table(title="Built-in task pools")
+    for col in ("pool", "tasks", "heads", "description"):
+        table.add_column(col)
+    for name in BUILTIN_POOLS:
+        spec = builtin_spec(name)
+        label = f"{name} (default)" if name == DEFAULT_POOL else name
+        table.add_row(label, ", ".join(t.name for t in spec.tasks), spec.heads, spec.description)
+    out.print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# lll run
+# ---------------------------------------------------------------------------------------------
+@app.command()
+def run(
+    pool: Annotated[
+        str | None, typer.Option(help="Built-in pool name or pool YAML file [default: mixed-mnist]")
+    ] = None,
+    order: Annotated[str | None, typer.Option(help="Comma-separated task order [default: the pool's]")] = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="naive, joint, l2, ewc, online-ewc, si, mas, gem, agem, lwf, replay")
+    ] = None,
+    lam: Annotated[float | None, typer.Option("--lambda", help="Strategy strength λ [default: the strategy's]")] = None,
+    option: Annotated[list[str] | None, typer.Option(help="Strategy option KEY=VALUE (repeatable)")] = None,
+    seed: Annotated[int | None, typer.Option(help="Global seed [default: 0]")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per task [default: 10]")] = None,
+    hidden: Annotated[str | None, typer.Option(help="Hidden sizes, e.g. 50,50,50")] = None,
+    heads: Annotated[str | None, typer.Option(help="shared | per-task [default: the pool's]")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd | adam [default: sgd]")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate [default: 0.01]")] = None,
+    momentum: Annotated[float | None, typer.Option(help="SGD momentum [default: 0.9]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size [default: 32]")] = None,
+    init: Annotated[str | None, typer.Option(help="he | torch [default: he]")] = None,
+    clip: Annotated[float | None, typer.Option(help="Gradient-norm clip, 0 = off [default: 1.0]")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda [default: auto]")] = None,
+    train_per_task: Annotated[int | None, typer.Option(help="Training images per task [default: 1000]")] = None,
+    test_per_task: Annotated[int | None, typer.Option(help="Test images per task [default: 500]")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Folder with MNIST IDX files (switches to full MNIST)")] = None,
+    download: Annotated[bool, typer.Option(help="Download MNIST into --data-dir when missing")] = False,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Write R and metrics as JSON here")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI [default: sqlite:///mlflow.db]")] = None,
+    no_track: Annotated[bool, typer.Option("--no-track", help="Do not record the run in MLflow")] = False,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment [default: lll-run]")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file with any of these settings")] = None,
+) -> None:
+    """Train one task ordering with one strategy; print R and ACC/BWT/FWT; record it in MLflow."""
+    import json
+
+    from pipeline.config import RunConfig
+
+    base = load_yaml_config(config)
+    strat = merge(base.get("strategy", {}) or {}, name=strategy, lam=lam)
+    if option:
+        strat["options"] = {**strat.get("options", {}), **parse_options(option)}
+    hidden_sizes = parse_ints(hidden, "--hidden")
+    train = merge(
+        base.get("train", {}) or {},
+        epochs=epochs,
+        hidden=hidden_sizes,
+        heads=heads,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=momentum,
+        batch_size=batch_size,
+        init=init,
+        device=device,
+    )
+    if clip is not None:
+        train["clip"] = clip if clip > 0 else None
+    order_list = [s.strip() for s in order.split(",")] if order else None
+    cfg_dict = merge(
+        {k: v for k, v in base.items() if k not in ("strategy", "train")},
+        pool=pool,
+        order=order_list,
+        seed=seed,
+        data_dir=data_dir,
+        train_per_task=train_per_task,
+        test_per_task=test_per_task,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+    )
+    cfg_dict.update(strategy=strat, train=train, download=download or base.get("download", False))
+    if no_track:
+        cfg_dict["tracking_uri"] = None
+    cfg = validated(RunConfig, cfg_dict, str(config) if config else "settings")
+    result, run_id = execute_run(cfg)
+    print_rmatrix(result.rmatrix)
+    if out_path is not None:
+        payload = {
+            **result.rmatrix.to_dict(),
+            "strategy": cfg.strategy.name,
+            "params": {
+                "pool": cfg.pool,
+                "lambda": result.strategy.lam,
+                "seed": cfg.seed,
+                "options": cfg.strategy.options,
+                "train": cfg.train.model_dump(mode="json"),
+            },
+            "sizes": result.sizes,
+            "mlflow_run_id": run_id,
+        }
+        out_path.write_text(json.dumps(payload, indent=2))
+        out.print(f"wrote {out_path}")
+    if run_id:
+        out.print(f"recorded in MLflow run {run_id} ({cfg.tracking_uri}); browse with: lll ui")
+
+
+def execute_run(cfg):
+    """Build the pool, train the ordering with a progress bar, record it. Returns (result, run_id)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipeline.runner import run_ordering
+    from pipeline.strategies import make_strategy
+    from pipeline.tracking import check_tracking_uri
+    from pipeline.trial import record_result, trial_params
+    from tasks.registry import load_pool
+
+    make_strategy(cfg.strategy)  # bad strategy/λ/options fail before any data is loaded
+    if cfg.tracking_uri:
+        check_tracking_uri(cfg.tracking_uri)
+    the_pool = load_pool(cfg.pool, cfg.data_dir, cfg.download, cfg.train_per_task, cfg.test_per_task)
+    order = the_pool.resolve_order(cfg.order)
+    if the_pool.note:
+        err.print(f"note: {the_pool.note}")
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        tasks_bar = progress.add_task("tasks", total=len(order))
+        epochs_bar = progress.add_task("epochs", total=cfg.train.epochs)
+
+        def on_epoch(name: str, e: int) -> None:
+            progress.update(epochs_bar, completed=e, description=f"epochs of {name}")
+
+        def on_task(i: int, name: str, row: dict) -> None:
+            progress.update(tasks_bar, completed=i, description=f"tasks (last: {name})")
+            progress.reset(epochs_bar, total=cfg.train.epochs)
+
+        result = run_ordering(the_pool, order, cfg.strategy, cfg.train, cfg.seed, on_task=on_task, on_epoch=on_epoch)
+    run_id = None
+    if cfg.tracking_uri:
+        params = trial_params(the_pool, order, cfg.strategy, cfg.train, cfg.seed)
+        params["lambda"] = result.strategy.lam
+        run_id = record_result(
+            cfg.tracking_uri, cfg.experiment, f"{cfg.strategy.name} {','.join(order)}", result, params
+        )
+    return result, run_id
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+# ---------------------------------------------------------------------------------------------
+def main() -> None:
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        app(standalone_mode=True)
+    except LLLError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; everything already recorded is kept")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

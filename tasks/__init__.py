@@ -1,0 +1,1 @@
+"""What is learned: data sources, seeded transforms and named task pools."""

@@ -1,0 +1,102 @@
+"""Named built-in pools, and the one function that turns a pool name or YAML path into a TaskPool.
+
+Built-in pools are written as the same dicts a YAML file would hold, so there is one code path.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from tasks.errors import LLLError
+from tasks.pool import PoolSpec, TaskPool, build_pool, load_pool_file, parse_pool_spec
+
+DEFAULT_POOL = "mixed-mnist"
+
+BUILTIN_POOLS: dict[str, dict] = {
+    "mixed-mnist": {
+        "description": "Default: five heterogeneous digit tasks whose training order changes ACC and BWT",
+        "tasks": [
+            {"name": "upright"},
+            {"name": "rot90", "transforms": [{"type": "rotate", "angle": 90}]},
+            {"name": "noisy", "transforms": [{"type": "noise", "sigma": 0.6}]},
+            {"name": "inverted", "transforms": [{"type": "invert"}]},
+            {"name": "permuted", "transforms": [{"type": "permute", "seed": 1}]},
+        ],
+    },
+    "permuted-mnist": {
+        "description": "The GEM/EWC benchmark: the same digits under 5 fixed pixel permutations",
+        "tasks": [{"name": f"perm{i}", "transforms": [{"type": "permute", "seed": 100 + i}]} for i in range(5)],
+    },
+    "rotated-mnist": {
+        "description": "Digits rotated by 0, 45, 90, 135 and 180 degrees",
+        "tasks": [{"name": f"rot{a}", "transforms": [{"type": "rotate", "angle": a}]} for a in (0, 45, 90, 135, 180)],
+    },
+    "split-mnist": {
+        "description": "5 tasks of 2 classes ({0,1}, {2,3}, ...), one head per task (task-incremental)",
+        "heads": "per-task",
+        "tasks": [
+            {"name": f"digits{a}{a + 1}", "transforms": [{"type": "classes", "keep": [a, a + 1]}]}
+            for a in range(0, 10, 2)
+        ],
+    },
+    "noisy-clean": {
+        "description": "The lecture's two-task example: noisy digits, then clean digits",
+        "tasks": [
+            {"name": "noisy", "transforms": [{"type": "noise", "sigma": 0.6}]},
+            {"name": "clean"},
+        ],
+    },
+}
+
+
+def builtin_spec(name: str) -> PoolSpec:
+    return parse_pool_spec({"name": name, **BUILTIN_POOLS[name]}, f"built-in pool {name}")
+
+
+def resolve_pool_spec(
+    pool: str,
+    data_dir: str | None = None,
+    train_per_task: int | None = None,
+    test_per_task: int | None = None,
+) -> PoolSpec:
+    """A built-in name or a YAML path, with command-line overrides applied.
+
+    ``data_dir`` switches the source to full MNIST read from that directory.
+    """
+    if pool in BUILTIN_POOLS:
+        spec = builtin_spec(pool)
+    elif pool.endswith((".yaml", ".yml")) or Path(pool).exists():
+        spec = load_pool_file(pool)
+    else:
+        raise LLLError(
+            f"unknown pool {pool!r}; choose one of {', '.join(BUILTIN_POOLS)} (see `lll pools`) "
+            "or give a path to a pool YAML file"
+        )
+    updates: dict = {}
+    if data_dir is not None:
+        updates["source"] = "mnist"
+    if train_per_task is not None:
+        updates["train_per_task"] = train_per_task
+    if test_per_task is not None:
+        updates["test_per_task"] = test_per_task
+    if updates:
+        spec = parse_pool_spec({**spec.model_dump(mode="json"), **updates}, f"pool {spec.name}")
+    return spec
+
+
+def load_pool(
+    pool: str = DEFAULT_POOL,
+    data_dir: str | None = None,
+    download: bool = False,
+    train_per_task: int | None = None,
+    test_per_task: int | None = None,
+) -> TaskPool:
+    """Build (once per process) the pool named ``pool`` — a built-in name or a YAML path."""
+    spec = resolve_pool_spec(pool, data_dir, train_per_task, test_per_task)
+    return _build_cached(spec.model_dump_json(), data_dir, download)
+
+
+@lru_cache(maxsize=8)
+def _build_cached(spec_json: str, data_dir: str | None, download: bool) -> TaskPool:
+    return build_pool(PoolSpec.model_validate_json(spec_json), data_dir=data_dir, download=download)
