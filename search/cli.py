@@ -102,6 +102,17 @@ def print_rmatrix(r) -> None:
     )
 
 
+def print_sizes(tasks, sizes: list[dict[str, int]]) -> None:
+    """Parameter efficiency: model size and stored strategy state after each task."""
+    if not sizes:
+        return
+    cells = [
+        f"{t}: {s['params']:,} params, {s['stored_bytes'] / 1024:,.0f} KiB stored"
+        for t, s in zip(tasks, sizes, strict=False)
+    ]
+    out.print("after each task — " + "; ".join(cells))
+
+
 # ---------------------------------------------------------------------------------------------
 # lll pools
 # ---------------------------------------------------------------------------------------------
@@ -197,6 +208,7 @@ def run(
     cfg = validated(RunConfig, cfg_dict, str(config) if config else "settings")
     result, run_id = execute_run(cfg)
     print_rmatrix(result.rmatrix)
+    print_sizes(result.rmatrix.tasks, result.sizes)
     if out_path is not None:
         payload = {
             **result.rmatrix.to_dict(),
