@@ -19,15 +19,7 @@ from tasks.errors import LLLError
 def save_checkpoint(path: str | Path, model: nn.Module, strategy: Strategy, meta: dict | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "model_spec": model.spec,
-            "model": model.state_dict(),
-            "strategy": strategy.state_dict(),
-            "meta": meta or {},
-        },
-        path,
-    )
+    path.write_bytes(checkpoint_bytes(model, strategy, meta))
     return path
 
 
@@ -47,3 +39,15 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
     model = build_model(ckpt["model_spec"])
     model.load_state_dict(ckpt["model"])
     return model
+
+
+def checkpoint_bytes(model: nn.Module, strategy: Strategy, meta: dict | None = None) -> bytes:
+    """The same content as :func:`save_checkpoint`, as bytes (what a remote worker sends back)."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(
+        {"model_spec": model.spec, "model": model.state_dict(), "strategy": strategy.state_dict(), "meta": meta or {}},
+        buf,
+    )
+    return buf.getvalue()

@@ -138,6 +138,95 @@ def count_params(model: nn.Module) -> int:
 TaskCallback = Callable[[int, str, dict[str, float]], None]
 
 
+class SequenceRun:
+    """One ordering, trained one task per :meth:`step` call.
+
+    Stepping lets a caller look at each task's accuracy row before deciding to go on — the search
+    driver reports it to Optuna and stops clearly worse orderings early (pruning) — while
+    :func:`run_ordering` simply steps to the end.
+    """
+
+    def __init__(
+        self,
+        pool: TaskPool,
+        order: list[str],
+        strategy_cfg: StrategyConfig,
+        train_cfg: TrainConfig,
+        seed: int = 0,
+        cache: PrefixCache | None = None,
+        on_epoch: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.start_time = time.perf_counter()
+        self.pool, self.order, self.seed = pool, list(order), seed
+        self.strategy_cfg, self.train_cfg, self.cache, self.on_epoch = strategy_cfg, train_cfg, cache, on_epoch
+        self.device = pick_device(train_cfg.device)
+        self.strategy = make_strategy(strategy_cfg)
+        self.tasks = [pool[n] for n in order]
+        self.all_tasks = list(pool.tasks.values())
+        self.trained = 0
+
+        # Resume from the longest cached prefix (0 = the initial model).
+        state, self.reused = None, 0
+        if cache is not None:
+            for i in range(len(order), -1, -1):
+                state = cache.get(self._key(i))
+                if state is not None:
+                    self.reused = i
+                    break
+        if state is None:
+            init_seed = seed_from(seed, "init")
+            model = model_for_pool(pool, train_cfg.hidden, train_cfg.heads, train_cfg.init, init_seed)
+            self.model = model.to(self.device)
+            self.rows = [evaluate(self.model, self.strategy, self.all_tasks, self.device)]
+            self.sizes: list[dict[str, int]] = []
+            if cache is not None:
+                cache.put(self._key(0), snapshot(self.model, self.strategy, self.rows, self.sizes))
+        else:
+            self.model = restore(state, self.strategy, self.device)
+            self.rows, self.sizes = copy.deepcopy(state.rows), copy.deepcopy(state.sizes)
+
+    def _key(self, i: int) -> str:
+        return prefix_key(self.pool, self.strategy_cfg, self.train_cfg, self.seed, self.order[:i])
+
+    @property
+    def done(self) -> int:
+        """How many tasks of the ordering are trained (taken from the cache or trained here)."""
+        return len(self.rows) - 1
+
+    @property
+    def finished(self) -> bool:
+        return self.done == len(self.order)
+
+    def step(self) -> dict[str, float]:
+        """Train the next task; return the accuracy row on every pool task after it."""
+        i = self.done
+        task = self.tasks[i]
+        epoch_cb = (lambda e, n=task.name: self.on_epoch(n, e)) if self.on_epoch else None
+        task_seed = seed_from(self.seed, self.order[: i + 1])
+        self.model = train_task(self.model, task, self.strategy, self.train_cfg, task_seed, self.device, epoch_cb)
+        row = evaluate(self.model, self.strategy, self.all_tasks, self.device)
+        self.rows.append(row)
+        self.sizes.append({"params": count_params(self.model), "stored_bytes": self.strategy.stored_bytes()})
+        self.trained += 1
+        if self.cache is not None:
+            self.cache.put(self._key(i + 1), snapshot(self.model, self.strategy, self.rows, self.sizes))
+        return row
+
+    def result(self) -> RunResult:
+        """R over the tasks trained so far (all of them once :attr:`finished`)."""
+        names = self.order[: self.done]
+        return RunResult(
+            RMatrix(tuple(names), [[r[n] for n in names] for r in self.rows]),
+            self.model,
+            self.strategy,
+            self.rows,
+            trained=self.trained,
+            reused=self.reused,
+            seconds=time.perf_counter() - self.start_time,
+            sizes=self.sizes,
+        )
+
+
 def run_ordering(
     pool: TaskPool,
     order: list[str],
@@ -151,55 +240,15 @@ def run_ordering(
     """Train ``order`` (task names of ``pool``) in sequence and return R and the final state.
 
     ``on_task(i, name, row)`` is called after the i-th task (1-based) with the accuracy row on every
-    pool task; it may raise to stop the run early (pruning). ``cache`` is consulted for the longest
+    pool task; it may raise to stop the run early. ``cache`` is consulted for the longest
     already-trained prefix and filled with every new one.
     """
-    start = time.perf_counter()
-    device = pick_device(train_cfg.device)
-    strategy = make_strategy(strategy_cfg)
-    tasks = [pool[n] for n in order]
-    all_tasks = list(pool.tasks.values())
-
-    def key(i: int) -> str:
-        return prefix_key(pool, strategy_cfg, train_cfg, seed, order[:i])
-
-    # Longest cached prefix (0 = the initial model).
-    resume_at, state = 0, None
-    if cache is not None:
-        for i in range(len(order), -1, -1):
-            state = cache.get(key(i))
-            if state is not None:
-                resume_at = i
-                break
-    if state is None:
-        model = model_for_pool(pool, train_cfg.hidden, train_cfg.heads, train_cfg.init, seed_from(seed, "init"))
-        model = model.to(device)
-        rows, sizes = [evaluate(model, strategy, all_tasks, device)], []
-        if cache is not None:
-            cache.put(key(0), snapshot(model, strategy, rows, sizes))
-    else:
-        model = restore(state, strategy, device)
-        rows, sizes = copy.deepcopy(state.rows), copy.deepcopy(state.sizes)
-
-    result = RunResult(None, model, strategy, rows, reused=resume_at, sizes=sizes)  # type: ignore[arg-type]
-    for i in range(1, resume_at + 1):
+    run = SequenceRun(pool, order, strategy_cfg, train_cfg, seed, cache, on_epoch)
+    if on_task is not None:
+        for i in range(1, run.done + 1):
+            on_task(i, order[i - 1], run.rows[i])
+    while not run.finished:
+        row = run.step()
         if on_task is not None:
-            on_task(i, order[i - 1], rows[i])
-
-    for i in range(resume_at, len(order)):
-        task = tasks[i]
-        epoch_cb = (lambda e, n=task.name: on_epoch(n, e)) if on_epoch else None
-        model = train_task(model, task, strategy, train_cfg, seed_from(seed, order[: i + 1]), device, epoch_cb)
-        row = evaluate(model, strategy, all_tasks, device)
-        rows.append(row)
-        sizes.append({"params": count_params(model), "stored_bytes": strategy.stored_bytes()})
-        result.trained += 1
-        if cache is not None:
-            cache.put(key(i + 1), snapshot(model, strategy, rows, sizes))
-        if on_task is not None:
-            on_task(i + 1, task.name, row)
-
-    result.model = model
-    result.rmatrix = RMatrix(tuple(order), [[r[n] for n in order] for r in rows])
-    result.seconds = time.perf_counter() - start
-    return result
+            on_task(run.done, order[run.done - 1], row)
+    return run.result()

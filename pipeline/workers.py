@@ -1,0 +1,115 @@
+"""Ray worker actors: long-lived learners that hold the task pool and a prefix cache in memory.
+
+A worker trains one ordering at a time, one task per call (``start`` → ``step``… → ``finish``),
+so the driver can report each task's accuracy to Optuna and prune between tasks. Workers never
+write to the tracking store: they return R, sizes and checkpoint bytes, and the driver records
+them (SQLite allows one writer).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import torch
+
+from pipeline.checkpoint import checkpoint_bytes
+from pipeline.config import StrategyConfig, TrainConfig
+from pipeline.runner import MemoryPrefixCache, SequenceRun
+from pipeline.train import TrainingDiverged
+from tasks.errors import LLLError
+from tasks.pool import PoolSpec, TaskPool, build_pool
+
+
+class TrialWorker:
+    """Plain class; the driver wraps it with ``ray.remote(...)`` and its resource options."""
+
+    def __init__(
+        self,
+        pool_spec_json: str,
+        data_dir: str | None = None,
+        download: bool = False,
+        cache_bytes: int = 1 << 30,
+        threads: int = 1,
+    ) -> None:
+        torch.set_num_threads(max(1, int(threads)))
+        self.pool: TaskPool = build_pool(PoolSpec.model_validate_json(pool_spec_json), data_dir, download)
+        self.cache = MemoryPrefixCache(cache_bytes)
+        self.run: SequenceRun | None = None
+        self.checkpoints: list[bytes] = []
+        self.keep: str = "final"
+
+    def info(self) -> dict[str, Any]:
+        """Where this worker runs: Ray node id and IP, host, pid, device."""
+        node_id, node_ip = "local", "127.0.0.1"
+        try:
+            import ray
+
+            if ray.is_initialized():
+                node_id = ray.get_runtime_context().get_node_id()
+                node_ip = ray.util.get_node_ip_address()
+        except Exception:  # outside Ray (tests call the class directly)
+            pass
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return {
+            "node_id": node_id,
+            "node_ip": node_ip,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "device": device,
+            "pool_fingerprint": self.pool.fingerprint(),
+        }
+
+    def start(
+        self, order: list[str], strategy_json: str, train_json: str, seed: int, checkpoints: str = "final"
+    ) -> dict[str, Any]:
+        """Set up one ordering; returns the rows already known from the cache (``done`` tasks)."""
+        try:
+            self.run = SequenceRun(
+                self.pool,
+                order,
+                StrategyConfig.model_validate_json(strategy_json),
+                TrainConfig.model_validate_json(train_json),
+                seed,
+                self.cache,
+            )
+        except LLLError as exc:
+            return {"error": str(exc)}
+        self.keep, self.checkpoints = checkpoints, []
+        return {"done": self.run.done, "rows": self.run.rows}
+
+    def step(self) -> dict[str, Any]:
+        """Train the next task; ``{"row": ...}`` or ``{"error": reason}`` (e.g. diverged)."""
+        assert self.run is not None, "start() first"
+        try:
+            row = self.run.step()
+        except (TrainingDiverged, LLLError) as exc:
+            self.run = None
+            return {"error": str(exc)}
+        if self.keep == "all":
+            self.checkpoints.append(checkpoint_bytes(self.run.model, self.run.strategy, {"after": self.run.done}))
+        return {"row": row, "done": self.run.done}
+
+    def finish(self) -> dict[str, Any]:
+        """R, sizes, counts, and the checkpoints asked for (bytes)."""
+        assert self.run is not None and self.run.finished, "step() to the end first"
+        result = self.run.result()
+        ckpts = list(self.checkpoints)
+        if self.keep == "final" or (self.keep == "all" and not ckpts):
+            ckpts = [checkpoint_bytes(result.model, result.strategy, {"after": self.run.done})]
+        if self.keep == "none":
+            ckpts = []
+        self.run, self.checkpoints = None, []
+        return {
+            "R": result.rmatrix.to_dict(),
+            "sizes": result.sizes,
+            "trained": result.trained,
+            "reused": result.reused,
+            "seconds": result.seconds,
+            "checkpoints": ckpts,
+            "lam": result.strategy.lam,
+        }
+
+    def cache_stats(self) -> dict[str, int]:
+        return {"entries": len(self.cache), "bytes": self.cache.bytes, "hits": self.cache.hits}
