@@ -129,12 +129,12 @@ def log_ordering_run(
     params: Mapping[str, Any],
     extra_metrics: Mapping[str, float] | None = None,
     step_metrics: Mapping[str, list[float]] | None = None,
-    files: Mapping[str, str | Path] | None = None,
+    files: list[tuple[str, str | Path]] | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> None:
     """Record one trained ordering in run ``run_id``: params, ACC/BWT/FWT/forgetting, per-task
     series (``step_metrics``, step = tasks trained so far), R as JSON + heatmap, and ``files``
-    (artifact sub-folder → local path), e.g. checkpoints."""
+    (artifact sub-folder, local file) pairs, e.g. checkpoints."""
     import time
 
     from mlflow.entities import Metric, Param, RunTag
@@ -159,5 +159,5 @@ def log_ordering_run(
             rmatrix.heatmap(Path(tmp) / "R.png")
             client.log_artifact(run_id, str(Path(tmp) / "R.json"))
             client.log_artifact(run_id, str(Path(tmp) / "R.png"))
-        for folder, path in (files or {}).items():
+        for folder, path in files or []:
             client.log_artifact(run_id, str(path), artifact_path=folder)

@@ -61,10 +61,15 @@ def record_result(
     """Log a finished ordering as one MLflow run; returns its run id."""
     run_id = tracking.start_run(uri, experiment, run_name, tags=tags, parent_run_id=parent_run_id)
     with tempfile.TemporaryDirectory() as tmp:
-        files = {}
+        files = []
         if checkpoint:
-            files["checkpoints"] = save_checkpoint(
-                Path(tmp) / "final.pt", result.model, result.strategy, {"order": list(result.rmatrix.tasks)}
+            files.append(
+                (
+                    "checkpoints",
+                    save_checkpoint(
+                        Path(tmp) / "final.pt", result.model, result.strategy, {"order": list(result.rmatrix.tasks)}
+                    ),
+                )
             )
         tracking.log_ordering_run(
             uri,

@@ -37,11 +37,12 @@ def load_yaml_config(path: Path | None) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
-        raise LLLError(f"cannot read config {path}: {exc.strerror}") from None
+        raise LLLError(f"cannot read config {path}: {exc.strerror}; check the --config path") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise LLLError(f"config {path} is not valid YAML{at}; fix the syntax") from None
+        why = f" ({exc.problem})" if getattr(exc, "problem", None) else ""
+        raise LLLError(f"config {path} is not valid YAML{at}{why}; fix the syntax") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -49,13 +50,46 @@ def load_yaml_config(path: Path | None) -> dict[str, Any]:
     return data
 
 
-def validated(model: type[BaseModel], data: dict[str, Any], where: str) -> Any:
+def validated(model: type[BaseModel], data: dict[str, Any], where: str, flags: dict[str, str] | None = None) -> Any:
+    """Validate settings. The first problem becomes one line naming the flag that sets it (from
+    ``flags``: setting path → flag) or else the setting's path in ``where``, and the fix."""
+    from tasks.pool import explain_validation_error
+
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        e = exc.errors()[0]
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        raise LLLError(f"{where}: {loc}: {e['msg']}; fix that setting") from None
+        path, problem = explain_validation_error(exc, model, data)
+        flag = (flags or {}).get(".".join(str(p) for p in exc.errors()[0]["loc"]))
+        if flag is None:
+            raise LLLError(f"{where}: {path}: {problem}") from None
+        also = f" (or `{path}` in {where})" if where != "settings" else ""
+        raise LLLError(f"{flag}{also}: {problem}") from None
+
+
+class OneLineUsageErrors(typer.core.TyperCommand):
+    """Typer's own usage errors (unknown option, bad value, extra argument) as one ``error:`` line
+    with exit code 2, like every other bad input, instead of a usage box."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except typer.TyperException as exc:
+            if not hasattr(exc, "format_message") or type(exc).__name__ == "NoArgsIsHelpError":
+                raise
+            raise LLLError(f"{exc.format_message()}; see `lll {ctx.info_name} --help`") from None
+
+
+def config_section(base: dict[str, Any], key: str, where: str, shorthand: str | None = None) -> dict[str, Any]:
+    """A nested mapping of a config file (``strategy:``, ``train:``); ``key: value`` alone means
+    ``{shorthand: value}`` when a shorthand is given (``strategy: ewc``)."""
+    value = base.get(key)
+    if value is None:
+        return {}
+    if shorthand is not None and isinstance(value, str):
+        return {shorthand: value}
+    if not isinstance(value, dict):
+        raise LLLError(f"{where}: `{key}:` must be a mapping of settings (got {value!r}); see `lll run --help`")
+    return dict(value)
 
 
 def merge(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
@@ -116,25 +150,68 @@ def print_sizes(tasks, sizes: list[dict[str, int]]) -> None:
 # ---------------------------------------------------------------------------------------------
 # lll pools
 # ---------------------------------------------------------------------------------------------
-@app.command()
+@app.command(cls=OneLineUsageErrors)
 def pools() -> None:
     """List the built-in task pools (any pool can also be a YAML file: see README)."""
     from tasks.registry import BUILTIN_POOLS, DEFAULT_POOL, builtin_spec
 
     table = Table(title="Built-in task pools")
-    for col in ("pool", "tasks", "heads", "description"):
+    for col in ("pool", "tasks", "source", "heads", "description"):
         table.add_column(col)
     for name in BUILTIN_POOLS:
         spec = builtin_spec(name)
         label = f"{name} (default)" if name == DEFAULT_POOL else name
-        table.add_row(label, ", ".join(t.name for t in spec.tasks), spec.heads, spec.description)
+        table.add_row(label, ", ".join(t.name for t in spec.tasks), spec.source, spec.heads, spec.description)
     out.print(table)
 
 
 # ---------------------------------------------------------------------------------------------
 # lll run
 # ---------------------------------------------------------------------------------------------
-@app.command()
+RUN_FLAGS = {
+    "pool": "--pool",
+    "order": "--order",
+    "strategy.name": "--strategy",
+    "strategy.lam": "--lambda",
+    "strategy.options": "--option",
+    "seed": "--seed",
+    "train.epochs": "--epochs",
+    "train.hidden": "--hidden",
+    "train.heads": "--heads",
+    "train.optimizer": "--optimizer",
+    "train.lr": "--lr",
+    "train.momentum": "--momentum",
+    "train.batch_size": "--batch-size",
+    "train.init": "--init",
+    "train.clip": "--clip",
+    "train.device": "--device",
+    "train_per_task": "--train-per-task",
+    "test_per_task": "--test-per-task",
+    "data_dir": "--data-dir",
+    "tracking_uri": "--tracking-uri",
+    "experiment": "--experiment",
+}
+
+
+def preflight_run(cfg: Any, out_path: Path | None) -> None:
+    """Catch the usual mistakes (pool, order, data folder, output path, strategy) before any data
+    is loaded or model trained: cheapest checks first, so a typo answers in well under a second."""
+    from tasks.pool import check_order
+    from tasks.registry import resolve_pool_spec
+    from tasks.sources import locate_mnist
+
+    spec = resolve_pool_spec(cfg.pool, cfg.data_dir, cfg.train_per_task, cfg.test_per_task)
+    check_order([t.name for t in spec.tasks], cfg.order, spec.name)
+    if spec.source == "mnist" and cfg.data_dir is not None and not cfg.download:
+        locate_mnist(cfg.data_dir)
+    if out_path is not None and not out_path.expanduser().resolve().parent.is_dir():
+        raise LLLError(f"--out {out_path}: folder {out_path.parent} does not exist; create it or choose another path")
+    from pipeline.strategies import make_strategy
+
+    make_strategy(cfg.strategy)
+
+
+@app.command(cls=OneLineUsageErrors)
 def run(
     pool: Annotated[
         str | None, typer.Option(help="Built-in pool name or pool YAML file [default: mixed-mnist]")
@@ -172,12 +249,13 @@ def run(
     from pipeline.config import RunConfig
 
     base = load_yaml_config(config)
-    strat = merge(base.get("strategy", {}) or {}, name=strategy, lam=lam)
+    where = str(config) if config else "settings"
+    strat = merge(config_section(base, "strategy", where, shorthand="name"), name=strategy, lam=lam)
     if option:
-        strat["options"] = {**strat.get("options", {}), **parse_options(option)}
+        strat["options"] = {**config_section(strat, "options", where), **parse_options(option)}
     hidden_sizes = parse_ints(hidden, "--hidden")
     train = merge(
-        base.get("train", {}) or {},
+        config_section(base, "train", where),
         epochs=epochs,
         hidden=hidden_sizes,
         heads=heads,
@@ -190,7 +268,9 @@ def run(
     )
     if clip is not None:
         train["clip"] = clip if clip > 0 else None
-    order_list = [s.strip() for s in order.split(",")] if order else None
+    order_list = [s.strip() for s in order.split(",") if s.strip()] if order else None
+    if isinstance(base.get("order"), str):  # `order: a,b,c` in a config file, as on the command line
+        base["order"] = [s.strip() for s in base["order"].split(",") if s.strip()]
     cfg_dict = merge(
         {k: v for k, v in base.items() if k not in ("strategy", "train")},
         pool=pool,
@@ -205,7 +285,8 @@ def run(
     cfg_dict.update(strategy=strat, train=train, download=download or base.get("download", False))
     if no_track:
         cfg_dict["tracking_uri"] = None
-    cfg = validated(RunConfig, cfg_dict, str(config) if config else "settings")
+    cfg = validated(RunConfig, cfg_dict, where, RUN_FLAGS)
+    preflight_run(cfg, out_path)
     result, run_id = execute_run(cfg)
     print_rmatrix(result.rmatrix)
     print_sizes(result.rmatrix.tasks, result.sizes)
@@ -215,6 +296,7 @@ def run(
             "strategy": cfg.strategy.name,
             "params": {
                 "pool": cfg.pool,
+                "order": list(result.rmatrix.tasks),
                 "lambda": result.strategy.lam,
                 "seed": cfg.seed,
                 "options": cfg.strategy.options,
@@ -223,7 +305,10 @@ def run(
             "sizes": result.sizes,
             "mlflow_run_id": run_id,
         }
-        out_path.write_text(json.dumps(payload, indent=2))
+        try:
+            out_path.write_text(json.dumps(payload, indent=2))
+        except OSError as exc:
+            raise LLLError(f"cannot write --out {out_path} ({exc.strerror}); choose another path") from None
         out.print(f"wrote {out_path}")
     if run_id:
         out.print(f"recorded in MLflow run {run_id} ({cfg.tracking_uri}); browse with: lll ui")

@@ -169,20 +169,26 @@ class SearchDriver:
             self.queue.append(self._ask())
 
     def _pick(self, slot: Slot) -> TrialRun | None:
+        """The queued candidate this worker is best placed to train: the longest prefix it already
+        holds; among equals, the one sharing least with what other workers hold (so prefixes
+        spread over workers instead of being trained twice); then the oldest."""
         if self.retry:
             return self.retry.popleft()
-        self._fill_queue(len(self.slots) + 1)
+        # Exhaustive mode knows every candidate up front: look at all of them.
+        self._fill_queue(self.to_run if self.cfg.exhaustive else len(self.slots) + 1)
         if not self.queue:
             return None
+        others = [s for s in self.slots if s is not slot]
 
-        def held(run: TrialRun) -> int:
+        def held_by(s: Slot, run: TrialRun) -> int:
             base = (run.candidate.strategy.model_dump_json(), run.seeds[0])
-            return max(
-                (len(p) for b, p in slot.held if b == base and common_prefix(p, run.candidate.order) == len(p)),
-                default=0,
-            )
+            order = run.candidate.order
+            return max((len(p) for b, p in s.held if b == base and common_prefix(p, order) == len(p)), default=0)
 
-        best = max(self.queue, key=held)  # ties: the oldest (max returns the first maximum)
+        def score(run: TrialRun) -> tuple[int, int]:
+            return held_by(slot, run), -max((held_by(s, run) for s in others), default=0)
+
+        best = max(self.queue, key=score)  # ties: the oldest (max keeps the first maximum)
         self.queue.remove(best)
         return best
 
@@ -191,6 +197,10 @@ class SearchDriver:
         slot = self.slots[idx]
         slot.busy, run.rows = run, []
         seed = run.seeds[run.seed_idx]
+        # Claim the ordering's prefixes now (the worker will hold them), so that other workers
+        # prefer candidates that do not repeat this work.
+        base = (run.candidate.strategy.model_dump_json(), seed)
+        slot.held.update((base, tuple(run.candidate.order[:i])) for i in range(1, self.T + 1))
         fut = slot.actor.start.remote(
             list(run.candidate.order),
             run.candidate.strategy.model_dump_json(),
@@ -215,10 +225,7 @@ class SearchDriver:
         return done >= 1 and run.trial.should_prune()
 
     def _advance(self, idx: int, run: TrialRun, first: int) -> None:
-        slot = self.slots[idx]
         done = len(run.rows) - 1
-        base = (run.candidate.strategy.model_dump_json(), run.seeds[run.seed_idx])
-        slot.held.add((base, tuple(run.candidate.order[:done])))
         if self._report(run, first):
             self._prune(idx, run)
         elif done == self.T:
@@ -288,17 +295,18 @@ class SearchDriver:
         if mean is not None:
             series["running_acc"] = [float(mean.values[i, :i].mean()) for i in range(1, mean.T + 1)]
         with tempfile.TemporaryDirectory() as tmp:
-            files: dict[str, Path] = {}
+            files: list[tuple[str, Path]] = []
             for k, (r, res) in enumerate(zip(rmats, run.results, strict=False)):
+                seed_dir = Path(tmp) / f"seed{run.seeds[k]}"
+                seed_dir.mkdir()
                 if len(rmats) > 1:
-                    p = Path(tmp) / f"R_seed{run.seeds[k]}.json"
-                    r.to_json(p)
-                    files[f"per_seed/{p.name}"] = p
+                    per_seed = Path(tmp) / f"R_seed{run.seeds[k]}.json"
+                    r.to_json(per_seed)
+                    files.append(("per_seed", per_seed))
                 for j, blob in enumerate(res.get("checkpoints", [])):
                     name = "final.pt" if self.cfg.checkpoints == "final" else f"after_task_{j + 1}.pt"
-                    p = Path(tmp) / f"seed{run.seeds[k]}_{name}"
-                    p.write_bytes(blob)
-                    files[f"checkpoints/seed{run.seeds[k]}/{name}"] = p
+                    (seed_dir / name).write_bytes(blob)
+                    files.append((f"checkpoints/seed{run.seeds[k]}", seed_dir / name))
             tracking.log_ordering_run(
                 uri, run_id, mean, self._params(run), extra_metrics=metrics, step_metrics=series, files=files
             )

@@ -15,7 +15,7 @@ from typing import Any
 from pipeline import tracking
 from pipeline.config import TrainConfig
 from pipeline.strategies import strategy_class
-from search.cluster import connect
+from search.cluster import check_address, connect
 from search.driver import Progress, SearchConfig, SearchDriver, SearchSummary
 from search.recommend import recommendation
 from search.report import acc_distribution_plot, pareto_plot
@@ -48,6 +48,7 @@ class SearchRequest:
     resume: bool = False
     exhaustive: bool = False
     prune: bool | None = None
+    prune_startup: int = 8  # trials finished before pruning starts
     checkpoints: str | None = None
     train: dict[str, Any] | None = None
     data_dir: str | None = None
@@ -84,6 +85,7 @@ def _settings_for_new(req: SearchRequest, pool) -> dict[str, Any]:
         "train": TrainConfig(**(req.train or {})).model_dump(mode="json"),
         "checkpoints": req.checkpoints or "final",
         "prune": True if req.prune is None else req.prune,
+        "prune_startup": req.prune_startup,
         "exhaustive": req.exhaustive,
         "trials": req.trials,
         "data_dir": req.data_dir,
@@ -102,6 +104,8 @@ def default_study_name(pool: str) -> str:
 
 def prepare(req: SearchRequest):
     """Validate everything that can fail before any training; returns (study, settings, pool, uri)."""
+    if req.ray_address:
+        check_address(req.ray_address)
     storage = open_storage(req.storage)
     if req.resume:
         if not req.study:

@@ -35,6 +35,10 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}} if "postgres" in url else {}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except ImportError as exc:
+        raise LLLError(
+            f"the database driver for {mask_url(url)} is not installed ({exc.name}); pip install it"
+        ) from None
     except Exception as exc:
         raise LLLError(
             f"Optuna storage {mask_url(url)} is unreachable or invalid ({type(exc).__name__}); "
@@ -55,11 +59,12 @@ def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True, n_startup_trials=10)
 
 
-def make_pruner(objective: str, enabled: bool) -> optuna.pruners.BasePruner:
-    """Stop clearly worse orderings: below the 25th percentile at the same step, after warm-up."""
+def make_pruner(objective: str, enabled: bool, startup: int = 8) -> optuna.pruners.BasePruner:
+    """Stop clearly worse orderings: in the bottom quarter of all trials at the same step, once
+    ``startup`` trials have finished (and never after the first task alone)."""
     if objective == "both" or not enabled:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.PercentilePruner(25.0, n_startup_trials=8, n_warmup_steps=1)
+    return optuna.pruners.PercentilePruner(25.0, n_startup_trials=startup, n_warmup_steps=1)
 
 
 def load_study(name: str, storage: optuna.storages.RDBStorage, seed: int = 0) -> optuna.Study:
@@ -74,7 +79,9 @@ def load_study(name: str, storage: optuna.storages.RDBStorage, seed: int = 0) ->
         study_name=name,
         storage=storage,
         sampler=make_sampler(settings.get("seed", seed)),
-        pruner=make_pruner(settings.get("objective", "acc"), settings.get("prune", True)),
+        pruner=make_pruner(
+            settings.get("objective", "acc"), settings.get("prune", True), settings.get("prune_startup", 8)
+        ),
     )
 
 
@@ -90,7 +97,7 @@ def create_study(name: str, storage: optuna.storages.RDBStorage, settings: dict[
         storage=storage,
         directions=directions(settings["objective"]),
         sampler=make_sampler(settings["seed"]),
-        pruner=make_pruner(settings["objective"], settings["prune"]),
+        pruner=make_pruner(settings["objective"], settings["prune"], settings.get("prune_startup", 8)),
     )
     for k, v in settings.items():
         study.set_user_attr(k, v)

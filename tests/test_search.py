@@ -1,0 +1,280 @@
+"""End-to-end curriculum search on a real local Ray cluster, with real Optuna and MLflow stores.
+
+One module-scoped search is shared by several checks; the kill-and-resume test drives the real
+`lll search` command in a subprocess and SIGKILLs it mid-search.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from pipeline.config import StrategyConfig, TrainConfig
+from pipeline.rmatrix import RMatrix
+from pipeline.runner import run_ordering
+from search.launch import SearchRequest, run_search
+from tasks.registry import load_pool
+
+pytestmark = pytest.mark.e2e
+
+POOL_YAML = """
+name: tiny-search
+train_per_task: 150
+test_per_task: 100
+tasks:
+  - name: upright
+  - name: rot90
+    transforms: [{type: rotate, angle: 90}]
+  - name: permuted
+    transforms: [{type: permute, seed: 1}]
+"""
+EPOCHS = 2
+
+
+def lll(*args: str, cwd: Path, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "search.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("search")
+    (d / "pool.yaml").write_text(POOL_YAML)
+    return d
+
+
+def request(workdir: Path, **kw) -> SearchRequest:
+    base = dict(
+        pool=str(workdir / "pool.yaml"),
+        storage=f"sqlite:///{workdir}/optuna.db",
+        tracking_uri=f"sqlite:///{workdir}/mlflow.db",
+        train={"epochs": EPOCHS},
+        workers=2,
+        seeds=1,
+    )
+    base.update(kw)
+    return SearchRequest(**base)
+
+
+@pytest.fixture(scope="module")
+def searched(workdir):
+    study, summary, rec = run_search(request(workdir, study="main", strategies=["naive", "ewc"], trials=6, seeds=2))
+    return study, summary, rec
+
+
+def test_every_trial_is_in_optuna_and_mlflow(searched, workdir):
+    study, summary, _rec = searched
+    done = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(done) == 6 == summary.complete + summary.pruned
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    exp = client.get_experiment_by_name("main")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get("lll.kind") == "search"]
+    assert len(parents) == 1
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(nested) == 6
+    assert sorted(int(r.data.tags["optuna_trial_number"]) for r in nested) == sorted(t.number for t in done)
+    for r in nested:
+        if r.data.tags["lll.state"] != "complete":
+            continue
+        p, m = r.data.params, r.data.metrics
+        assert {"order", "strategy", "lambda", "seeds", "pool_fingerprint"} <= set(p)
+        assert {"acc", "bwt", "fwt", "acc_std", "bwt_std"} <= set(m)
+        assert r.data.tags["ray_node_id"] and r.data.tags["ray_node_ip"] == "127.0.0.1"
+        history = client.get_metric_history(r.info.run_id, "running_acc")
+        assert [h.step for h in history] == [1, 2, 3]
+        names = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {"R.json", "R.png", "checkpoints", "per_seed"} <= names
+        ckpt = client.download_artifacts(r.info.run_id, "checkpoints/seed0/final.pt", str(workdir))
+        assert torch.load(ckpt, weights_only=True)["model"]
+    parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"recommended_order.json", "pareto.png", "acc_distribution.png"} <= parent_files
+
+
+def test_export_and_rerun_give_the_same_r(searched, workdir):
+    _study, _, _ = searched
+    out = workdir / "order.json"
+    res = lll(
+        "export", "--study", "main", "--storage", f"sqlite:///{workdir}/optuna.db", "--out", str(out), cwd=workdir
+    )
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(out.read_text())
+    assert {
+        "order",
+        "strategy",
+        "params",
+        "acc",
+        "bwt",
+        "fwt",
+        "mlflow_run_id",
+        "pareto",
+        "study",
+        "pool_fingerprint",
+        "confidence",
+    } <= set(rec)
+    assert rec["confidence"]["seeds"] == 2 and "seeds" in rec["confidence"]["note"]
+    # The exported `lll run` command reproduces seed 0's R exactly.
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    seed0 = RMatrix.from_json(client.download_artifacts(rec["mlflow_run_id"], "per_seed/R_seed0.json", str(workdir)))
+    args = [*rec["rerun"].split()[1:], "--no-track", "--out", str(workdir / "rerun.json")]
+    res = lll(*args, cwd=workdir)
+    assert res.returncode == 0, res.stderr
+    rerun = RMatrix.from_json(workdir / "rerun.json")
+    assert rerun.tasks == seed0.tasks
+    assert np.array_equal(rerun.values, seed0.values)
+
+
+def test_report_draws_plots(searched, workdir):
+    res = lll(
+        "report",
+        "--study",
+        "main",
+        "--storage",
+        f"sqlite:///{workdir}/optuna.db",
+        "--out",
+        str(workdir / "rep"),
+        cwd=workdir,
+    )
+    assert res.returncode == 0, res.stderr
+    for name in ("pareto.png", "acc_distribution.png", "history.png", "recommended_R.png"):
+        assert (workdir / "rep" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_exhaustive_uses_the_prefix_cache_and_matches_uncached_runs(workdir):
+    study, summary, _ = run_search(request(workdir, study="exh", strategies=["naive"], exhaustive=True))
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    orders = sorted(tuple(t.user_attrs["order"]) for t in trials)
+    assert len(orders) == 6 == len(set(orders))
+    assert summary.reused > 0 and summary.trained + summary.reused == 6 * 3
+    pool = load_pool(str(workdir / "pool.yaml"))
+    for t in trials:
+        direct = run_ordering(pool, t.user_attrs["order"], StrategyConfig(name="naive"), TrainConfig(epochs=EPOCHS), 0)
+        assert np.array_equal(direct.rmatrix.values, np.asarray(t.user_attrs["R"])), t.user_attrs["order"]
+
+
+def test_pruning_stops_worse_orderings(workdir):
+    study, summary, _ = run_search(
+        request(workdir, study="prune", strategies=["naive", "ewc"], trials=16, workers=1, prune_startup=3)
+    )
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert summary.pruned == len(pruned) >= 1
+    assert summary.saved_by_pruning >= len(pruned)
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 16
+
+
+def test_nan_trial_is_failed_with_reason_and_study_goes_on(workdir):
+    study, summary, _ = run_search(
+        request(workdir, study="nan", strategies=["ewc"], lam=1e38, trials=2, train={"epochs": EPOCHS, "lr": 10.0})
+    )
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert summary.failed == len(failed) == 2
+    assert all("diverged" in t.user_attrs["fail_reason"] for t in failed)
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    exp = client.get_experiment_by_name("nan")
+    runs = client.search_runs([exp.experiment_id], "tags.`lll.state` = 'failed'")
+    assert len(runs) == 2 and all(r.info.status == "FAILED" for r in runs)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_loses_and_repeats_nothing(workdir):
+    d = workdir / "kill"
+    d.mkdir()
+    (d / "pool.yaml").write_text(POOL_YAML)
+    args = [
+        "search",
+        "--pool",
+        "pool.yaml",
+        "--strategies",
+        "naive,ewc",
+        "--trials",
+        "10",
+        "--seeds",
+        "1",
+        "--epochs",
+        str(EPOCHS),
+        "--study",
+        "k",
+        "--no-prune",
+        "--workers",
+        "2",
+    ]
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "search.cli", *args],
+        cwd=d,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    storage = f"sqlite:///{d}/optuna.db"
+    deadline = time.time() + 240
+    complete = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(1)
+        try:
+            s = optuna.load_study(study_name="k", storage=storage)
+            complete = len(s.get_trials(states=(TrialState.COMPLETE,)))
+        except Exception:
+            continue
+        if complete >= 3:
+            break
+    assert proc.poll() is None, "the search finished before it could be killed; make it longer"
+    assert complete >= 3
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1)
+
+    res = lll("search", "--study", "k", "--resume", cwd=d)
+    assert res.returncode == 0, res.stderr
+    s = optuna.load_study(study_name="k", storage=storage)
+    complete = s.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 10
+    client = MlflowClient(f"sqlite:///{d}/mlflow.db")
+    exp = client.get_experiment_by_name("k")
+    runs = client.search_runs([exp.experiment_id], max_results=200)
+    parents = [r for r in runs if r.data.tags.get("lll.kind") == "search"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    finished = [r for r in runs if r.data.tags.get("lll.state") == "complete"]
+    numbers = [int(r.data.tags["optuna_trial_number"]) for r in finished]
+    assert len(numbers) == len(set(numbers)) == 10, "a finished trial was recorded twice or lost"
+    assert set(numbers) == {t.number for t in complete}
+    assert all(r.info.status != "RUNNING" for r in runs)
+
+
+def test_bad_input_fails_fast_with_one_line(workdir):
+    cases = [
+        (["search", "--study", "nope", "--resume"], "no study named"),
+        (["search", "--storage", "postgresql://u:secret@127.0.0.1:1/db"], "unreachable"),
+        (["search", "--tracking-uri", "http://127.0.0.1:1"], "unreachable"),
+        (["search", "--ray-address", "127.0.0.1:1"], "no Ray head"),
+        (["search", "--strategies", "ewc,nope"], "unknown strategy"),
+        (["export", "--study", "nope"], "no study named"),
+    ]
+    for args, needle in cases:
+        res = lll(*args, cwd=workdir, timeout=120)
+        assert res.returncode == 2, (args, res.stderr)
+        lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+        assert lines[-1].startswith("error:") and needle in lines[-1], (args, res.stderr)
+        assert "Traceback" not in res.stderr
+        assert "secret" not in res.stderr
