@@ -35,7 +35,7 @@ class TrialWorker:
     ) -> None:
         torch.set_num_threads(max(1, int(threads)))
         self.pool: TaskPool = build_pool(PoolSpec.model_validate_json(pool_spec_json), data_dir, download)
-        self.cache = MemoryPrefixCache(cache_bytes)
+        self.cache = MemoryPrefixCache(cache_bytes) if cache_bytes > 0 else None
         self.run: SequenceRun | None = None
         self.checkpoints: list[bytes] = []
         self.keep: str = "final"
@@ -112,4 +112,6 @@ class TrialWorker:
         }
 
     def cache_stats(self) -> dict[str, int]:
+        if self.cache is None:
+            return {"entries": 0, "bytes": 0, "hits": 0}
         return {"entries": len(self.cache), "bytes": self.cache.bytes, "hits": self.cache.hits}

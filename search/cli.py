@@ -5,7 +5,6 @@ Bad input never shows a traceback: it is one line ``error: <problem>; <fix>`` an
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -53,13 +52,13 @@ def load_yaml_config(path: Path | None) -> dict[str, Any]:
 def validated(model: type[BaseModel], data: dict[str, Any], where: str, flags: dict[str, str] | None = None) -> Any:
     """Validate settings. The first problem becomes one line naming the flag that sets it (from
     ``flags``: setting path → flag) or else the setting's path in ``where``, and the fix."""
-    from tasks.pool import explain_validation_error
+    from tasks.pool import explain_validation_error, first_error
 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         path, problem = explain_validation_error(exc, model, data)
-        flag = (flags or {}).get(".".join(str(p) for p in exc.errors()[0]["loc"]))
+        flag = (flags or {}).get(".".join(str(p) for p in first_error(exc)["loc"]))
         if flag is None:
             raise LLLError(f"{where}: {path}: {problem}") from None
         also = f" (or `{path}` in {where})" if where != "settings" else ""
@@ -395,6 +394,7 @@ def search(
     resume: Annotated[bool, typer.Option(help="Continue --study where it stopped")] = False,
     exhaustive: Annotated[bool, typer.Option(help="Every ordering of a small pool (T ≤ 7)")] = False,
     prune: Annotated[bool, typer.Option(help="Stop clearly worse orderings early")] = True,
+    cache_mb: Annotated[int, typer.Option(help="Per-worker prefix cache size in MiB (0 = off)")] = 1024,
     checkpoints: Annotated[str | None, typer.Option(help="all | final | none [default: final]")] = None,
     order: Annotated[str | None, typer.Option(help="Fix the order; search strategies/λ only")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per task [default: 10]")] = None,
@@ -458,6 +458,7 @@ def search(
         train_per_task=train_per_task,
         test_per_task=test_per_task,
         order=[s.strip() for s in order.split(",")] if order else None,
+        cache_mb=cache_mb,
     )
     prepared = prepare(req)  # every check that can fail does so before the progress bar and Ray start
     with Progress(
@@ -595,7 +596,6 @@ def ui(
 # entry point
 # ---------------------------------------------------------------------------------------------
 def main() -> None:
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         app(standalone_mode=True)
     except LLLError as exc:

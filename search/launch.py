@@ -49,6 +49,7 @@ class SearchRequest:
     exhaustive: bool = False
     prune: bool | None = None
     prune_startup: int = 8  # trials finished before pruning starts
+    cache_mb: int = 1024  # per-worker prefix cache; 0 disables it
     checkpoints: str | None = None
     train: dict[str, Any] | None = None
     data_dir: str | None = None
@@ -234,6 +235,7 @@ def run_search(req: SearchRequest, progress: Progress | None = None, prepared=No
         exhaustive=settings["exhaustive"],
         data_dir=settings.get("data_dir"),
         download=req.download,
+        cache_bytes=req.cache_mb * 1024 * 1024,
     )
     driver = SearchDriver(cfg, study, parent, progress)
     summary = driver.run()

@@ -5,6 +5,7 @@ Built-in pools are written as the same dicts a YAML file would hold, so there is
 
 from __future__ import annotations
 
+import difflib
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,12 +41,43 @@ BUILTIN_POOLS: dict[str, dict] = {
             for a in range(0, 10, 2)
         ],
     },
+    "split-mnist-class": {
+        "description": "Class-incremental split MNIST: 5 tasks of 2 digits, original labels 0..9, one growing head",
+        "heads": "growing",
+        "tasks": [
+            {"name": f"digits{a}{a + 1}", "transforms": [{"type": "classes", "keep": [a, a + 1], "relabel": False}]}
+            for a in range(0, 10, 2)
+        ],
+    },
     "noisy-clean": {
         "description": "The lecture's two-task example: noisy digits, then clean digits",
         "tasks": [
             {"name": "noisy", "transforms": [{"type": "noise", "sigma": 0.6}]},
             {"name": "clean"},
         ],
+    },
+    # bAbI question answering (tasks/babi.py): one shared vocabulary and answer space per pool.
+    "babi-gen": {
+        "description": "bAbI QA tasks 1,2,6,7,8,9,10,15 from the offline story generator (text default)",
+        "source": "babi-gen",
+        "train_per_task": 600,
+        "test_per_task": 200,
+        "tasks": [{"name": f"qa{k}", "babi_task": k} for k in (1, 2, 6, 7, 8, 9, 10, 15)],
+    },
+    "babi-20": {
+        "description": "The 20 real bAbI QA tasks, 1k questions each (tasks_1-20_v1-2/en in --data-dir)",
+        "source": "babi",
+        "train_per_task": 1000,
+        "test_per_task": 1000,
+        "tasks": [{"name": f"qa{k}", "babi_task": k} for k in range(1, 21)],
+    },
+    "babi-10k": {
+        "description": "The 20 real bAbI QA tasks, 10k questions each (tasks_1-20_v1-2/en-10k in --data-dir)",
+        "source": "babi",
+        "babi_variant": "en-10k",
+        "train_per_task": 10000,
+        "test_per_task": 1000,
+        "tasks": [{"name": f"qa{k}", "babi_task": k} for k in range(1, 21)],
     },
 }
 
@@ -62,19 +94,22 @@ def resolve_pool_spec(
 ) -> PoolSpec:
     """A built-in name or a YAML path, with command-line overrides applied.
 
-    ``data_dir`` switches the source to full MNIST read from that directory.
+    ``data_dir`` switches an MNIST pool to full MNIST read from that directory; bAbI pools read
+    their files from it.
     """
     if pool in BUILTIN_POOLS:
         spec = builtin_spec(pool)
     elif pool.endswith((".yaml", ".yml")) or Path(pool).exists():
         spec = load_pool_file(pool)
     else:
+        close = difflib.get_close_matches(pool, BUILTIN_POOLS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise LLLError(
-            f"unknown pool {pool!r}; choose one of {', '.join(BUILTIN_POOLS)} (see `lll pools`) "
+            f"unknown pool {pool!r}; {hint}choose one of {', '.join(BUILTIN_POOLS)} (see `lll pools`) "
             "or give a path to a pool YAML file"
         )
     updates: dict = {}
-    if data_dir is not None:
+    if data_dir is not None and spec.source == "mnist-5k":
         updates["source"] = "mnist"
     if train_per_task is not None:
         updates["train_per_task"] = train_per_task
