@@ -373,7 +373,7 @@ def parse_strategy_options(items: list[str] | None) -> dict[str, dict[str, Any]]
     return outd
 
 
-@app.command()
+@app.command(cls=OneLineUsageErrors)
 def search(
     pool: Annotated[str | None, typer.Option(help="Pool name or YAML file [default: mixed-mnist]")] = None,
     strategies: Annotated[str | None, typer.Option(help="Comma-separated strategies [default: ewc,si,agem]")] = None,
@@ -527,7 +527,7 @@ def _open_study(study: str, storage: str):
     return load_study(study, open_storage(storage))
 
 
-@app.command()
+@app.command(cls=OneLineUsageErrors)
 def export(
     study: Annotated[str, typer.Option(help="Study name")],
     storage: Annotated[str, typer.Option(help="Optuna storage URL")] = "sqlite:///optuna.db",
@@ -547,7 +547,7 @@ def export(
         out.print(f"wrote {out_path}: {' → '.join(rec['order'])} ({rec['strategy']}), ACC {rec['acc'] * 100:.2f}")
 
 
-@app.command()
+@app.command(cls=OneLineUsageErrors)
 def report(
     study: Annotated[str, typer.Option(help="Study name")],
     storage: Annotated[str, typer.Option(help="Optuna storage URL")] = "sqlite:///optuna.db",
@@ -561,7 +561,7 @@ def report(
         out.print(f"wrote {f}")
 
 
-@app.command()
+@app.command(cls=OneLineUsageErrors)
 def ui(
     study: Annotated[str | None, typer.Option(help="Open the MLflow store this study logged to")] = None,
     storage: Annotated[str, typer.Option(help="Optuna storage URL (with --study)")] = "sqlite:///optuna.db",
