@@ -32,7 +32,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict[str
 
     Locally Ray stays on 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) without a dashboard.
     """
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if not address:  # a local Ray stays on 127.0.0.1 (and refuses other nodes)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
