@@ -58,17 +58,26 @@ class Vocabulary:
         """(N, max_sentences + 1, max_words) token ids and (N,) answer classes."""
         index = {w: i + 1 for i, w in enumerate(self.words)}
         answer_of = {a: k for k, a in enumerate(self.answers)}
-        x = torch.zeros((len(qas), max_sentences + 1, max_words), dtype=torch.long)
-        y = torch.empty(len(qas), dtype=torch.long)
-        for n, qa in enumerate(qas):
-            recent = [s for _, s in qa.context[::-1][:max_sentences]]
-            for row, text in enumerate([*recent, *[""] * (max_sentences - len(recent)), qa.question]):
+        table: list[list[int]] = [[0] * max_words]  # row 0: an empty memory slot
+        row_of: dict[str, int] = {}  # sentence → its row in ``table`` (stories repeat sentences)
+
+        def row(text: str) -> int:
+            if text not in row_of:
                 ids = [index[w] for w in tokenize(text)]
                 if len(ids) > max_words:
                     raise ValueError(f"sentence {text!r} has more than {max_words} words")
-                x[n, row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            y[n] = answer_of[qa.answer]
-        return x, y
+                row_of[text] = len(table)
+                table.append(ids + [0] * (max_words - len(ids)))
+            return row_of[text]
+
+        slots = []
+        for qa in qas:
+            recent = [row(s) for _, s in qa.context[::-1][:max_sentences]]
+            slots.append([*recent, *[0] * (max_sentences - len(recent)), row(qa.question)])
+        x = torch.tensor(table, dtype=torch.long)[torch.tensor(slots, dtype=torch.long)]
+        return x.view(len(qas), max_sentences + 1, max_words), torch.tensor(
+            [answer_of[qa.answer] for qa in qas], dtype=torch.long
+        )
 
     def decode(self, example: torch.Tensor) -> tuple[list[str], str]:
         """The statements (oldest first) and question an encoded example holds, as lower-case text."""
@@ -92,9 +101,7 @@ def _subsample(qas: list[QA], n: int, seed: int) -> list[QA]:
     return [qas[i] for i in sorted(idx.tolist())]
 
 
-def task_questions(
-    pool: PoolSpec, task: TaskSpec, data_dir: str | None, download: bool
-) -> tuple[list[QA], list[QA]]:
+def task_questions(pool: PoolSpec, task: TaskSpec, data_dir: str | None, download: bool) -> tuple[list[QA], list[QA]]:
     """Train and test questions of one task, generated (``babi-gen``) or read (``babi``)."""
     k, seed = int(task.babi_task or 0), task_seed(pool, task)
     if pool.source == "babi-gen":

@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from tasks.errors import LLLError
@@ -267,9 +268,11 @@ def download_babi(
 # ------------------------------------------------------------------------------------------------
 # words
 # ------------------------------------------------------------------------------------------------
-def tokenize(text: str) -> list[str]:
-    """Lower-case words without the final punctuation: ``"Where is Mary?"`` → where, is, mary."""
-    return [w for w in text.lower().replace(".", " ").replace("?", " ").replace(",", " ").split() if w]
+@lru_cache(maxsize=1 << 16)
+def tokenize(text: str) -> tuple[str, ...]:
+    """Lower-case words without the final punctuation: ``"Where is Mary?"`` → where, is, mary.
+    Cached: a pool repeats the same few hundred sentences many thousands of times."""
+    return tuple(text.lower().replace(".", " ").replace("?", " ").replace(",", " ").split())
 
 
 def words_of(qas: Sequence[QA]) -> set[str]:

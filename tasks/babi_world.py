@@ -87,7 +87,9 @@ class ObjectWorld:
     def step(self, rng: random.Random, p_move: float = 0.4) -> None:
         p = rng.choice(PEOPLE)
         # Free objects: never placed, or lying where p is.
-        takeable = [o for o in OBJECTS if o not in self.holder and (o not in self.floor or self.floor[o][0] == self.at.get(p))]
+        takeable = [
+            o for o in OBJECTS if o not in self.holder and (o not in self.floor or self.floor[o][0] == self.at.get(p))
+        ]
         held = self.holding.get(p, [])
         r = rng.random()
         if r < p_move or (not takeable and not held):

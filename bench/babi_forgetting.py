@@ -1,0 +1,171 @@
+"""The lecture's bAbI experiment: question-answering tasks learned one after another forget.
+
+Trains the pool's tasks in order twice with the same memory network and settings: sequentially
+(strategy ``naive``: each task only sees its own data) and jointly (strategy ``joint``: each task
+also trains on every earlier task's data, i.e. multi-task training on tasks 1..t). It plots
+
+* left: test accuracy on one watched task after each task of the sequence — under naive training
+  it rises when the watched task is trained and collapses when a later task with different
+  answers is trained; under joint training it stays;
+* right: the final accuracy on every task, naive vs joint, with the majority-answer baseline.
+
+The watched task defaults to bAbI task 5 if the pool has it (the lecture's example), else task 6,
+else the second task of the order; ``--watch NAME`` picks another.
+
+    python bench/babi_forgetting.py                                  # generated pool, offline
+    python bench/babi_forgetting.py --pool babi-20 --data-dir DIR    # the real 1k tasks
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+
+from pipeline.config import StrategyConfig, TrainConfig
+from pipeline.runner import RunResult, run_ordering
+from tasks.errors import LLLError
+from tasks.pool import TaskPool
+from tasks.registry import load_pool
+
+
+def default_watch(pool: TaskPool, order: list[str]) -> str:
+    """bAbI task 5, else 6, else the second task — never the last one (nothing comes after it)."""
+    number = {t.name: t.babi_task for t in pool.spec.tasks}
+    for k in (5, 6):
+        for name in order[:-1]:
+            if number.get(name) == k:
+                return name
+    return order[1] if len(order) > 1 else order[0]
+
+
+def majority(pool: TaskPool, name: str) -> float:
+    """Accuracy of always giving the task's most frequent test answer."""
+    y = pool[name].y_test
+    return int(torch.bincount(y).max()) / len(y)
+
+
+def plot(
+    pool: TaskPool, order: list[str], watch: str, naive: RunResult, joint: RunResult, path: Path, title: str
+) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [1.1, 1]})
+    xs = list(range(len(order) + 1))
+    labels = ["init", *order]
+    left.plot(xs, [r[watch] for r in naive.rows], "o-", color="tab:red", label="sequential (naive)")
+    left.plot(xs, [r[watch] for r in joint.rows], "s-", color="tab:blue", label="joint")
+    left.axvline(order.index(watch) + 1, color="grey", ls=":", lw=1)
+    left.axhline(majority(pool, watch), color="grey", ls="--", lw=1, label="majority answer")
+    left.set_xticks(xs, labels, rotation=45, ha="right")
+    left.set_xlabel("after training task")
+    left.set_ylabel(f"test accuracy on {watch}")
+    left.set_ylim(-0.02, 1.02)
+    left.set_title(f"accuracy on {watch} along the sequence")
+    left.legend(loc="best", fontsize=8)
+
+    width = 0.38
+    pos = range(len(order))
+    right.bar([p - width / 2 for p in pos], [naive.rows[-1][n] for n in order], width, color="tab:red", label="naive")
+    right.bar([p + width / 2 for p in pos], [joint.rows[-1][n] for n in order], width, color="tab:blue", label="joint")
+    for p, n in zip(pos, order, strict=True):
+        right.plot([p - 0.45, p + 0.45], [majority(pool, n)] * 2, color="grey", ls="--", lw=1)
+    right.set_xticks(list(pos), order, rotation=45, ha="right")
+    right.set_ylim(0, 1.02)
+    right.set_ylabel("final test accuracy")
+    right.set_title("after the whole sequence (dashes: majority answer)")
+    right.legend(loc="best", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pool", default="babi-gen", help="babi-gen (offline), babi-20 or babi-10k (need --data-dir)")
+    ap.add_argument("--data-dir", default=None, help="folder holding tasks_1-20_v1-2/ (real bAbI)")
+    ap.add_argument("--download", action="store_true", help="download bAbI into --data-dir when missing")
+    ap.add_argument("--order", default=None, help="comma-separated task order [default: the pool's]")
+    ap.add_argument("--watch", default=None, help="task whose accuracy is followed [default: see above]")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--hidden", default="50,50,50", help="memory width per hop (d = 50, 3 hops)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-per-task", type=int, default=None)
+    ap.add_argument("--test-per-task", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the model's ops are tiny: 1 is fastest)")
+    ap.add_argument("--out", default="bench/out/babi_forgetting.png", help="where to save the figure")
+    ap.add_argument("--json", default=None, help="also write both R matrices and the settings here")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    try:
+        pool = load_pool(args.pool, args.data_dir, args.download, args.train_per_task, args.test_per_task)
+        order = pool.resolve_order(args.order)
+        watch = args.watch or default_watch(pool, order)
+        pool[watch]  # a clear error for an unknown name
+        cfg = TrainConfig(
+            epochs=args.epochs,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            hidden=tuple(int(h) for h in args.hidden.split(",")),
+            batch_size=args.batch_size,
+            device="cpu",
+        )
+    except LLLError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    n_train = len(pool[order[0]].y_train)
+    print(f"pool {pool.name}: {pool.note}")
+    print(f"order: {', '.join(order)}; watching {watch}; {n_train} training questions per task")
+    print(f"training: {cfg.model_dump(exclude={'device', 'heads'})}, seed {args.seed}, {args.threads} thread(s)")
+
+    results: dict[str, RunResult] = {}
+    for name in ("naive", "joint"):
+        start = time.perf_counter()
+        results[name] = run_ordering(pool, order, StrategyConfig(name=name), cfg, seed=args.seed)
+        print(f"{name}: trained in {time.perf_counter() - start:.1f} s")
+    naive, joint = results["naive"], results["joint"]
+
+    print(f"\naccuracy on {watch} (%) after each task:")
+    print(f"{'after':>8} {'naive':>7} {'joint':>7}")
+    for label, rn, rj in zip(["init", *order], naive.rows, joint.rows, strict=True):
+        print(f"{label:>8} {rn[watch] * 100:7.1f} {rj[watch] * 100:7.1f}")
+
+    print("\nfinal accuracy per task (%):")
+    print(f"{'task':>8} {'naive':>7} {'joint':>7} {'majority':>9}")
+    for n in order:
+        print(f"{n:>8} {naive.rows[-1][n] * 100:7.1f} {joint.rows[-1][n] * 100:7.1f} {majority(pool, n) * 100:9.1f}")
+    for name, r in results.items():
+        m = r.rmatrix.metrics()
+        print(f"{name}: ACC {m['acc'] * 100:.1f}  BWT {m['bwt'] * 100:+.1f}  forgetting {m['forgetting'] * 100:.1f}")
+
+    title = (
+        f"bAbI pool {pool.name}: sequential vs joint training of a memory network "
+        f"({cfg.optimizer} lr {cfg.lr}, {cfg.epochs} epochs/task, {n_train} questions/task, seed {args.seed})"
+    )
+    plot(pool, order, watch, naive, joint, Path(args.out), title)
+    print(f"\nwrote {args.out}")
+    if args.json:
+        payload = {
+            "pool": pool.name,
+            "order": order,
+            "watch": watch,
+            "train": cfg.model_dump(mode="json"),
+            "seed": args.seed,
+            **{name: {"rows": r.rows, **r.rmatrix.to_dict()} for name, r in results.items()},
+        }
+        Path(args.json).write_text(json.dumps(payload, indent=1))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
