@@ -107,7 +107,11 @@ def parse_options(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise LLLError(f"--option {item!r} must look like KEY=VALUE, e.g. --option memory_size=200")
         k, v = item.split("=", 1)
-        opts[k.strip()] = yaml.safe_load(v)
+        try:  # safe_load: a `!!python/...` tag is refused, never run
+            opts[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError as exc:
+            why = getattr(exc, "problem", None) or type(exc).__name__
+            raise LLLError(f"--option {item!r}: the value is not a plain YAML scalar or list ({why})") from None
     return opts
 
 
@@ -310,7 +314,9 @@ def run(
             raise LLLError(f"cannot write --out {out_path} ({exc.strerror}); choose another path") from None
         out.print(f"wrote {out_path}")
     if run_id:
-        out.print(f"recorded in MLflow run {run_id} ({cfg.tracking_uri}); browse with: lll ui")
+        from pipeline.tracking import mask_url
+
+        out.print(f"recorded in MLflow run {run_id} ({mask_url(cfg.tracking_uri)}); browse with: lll ui", markup=False)
 
 
 def execute_run(cfg):
@@ -400,12 +406,16 @@ def search(
     epochs: Annotated[int | None, typer.Option(help="Epochs per task [default: 10]")] = None,
     hidden: Annotated[str | None, typer.Option(help="Hidden sizes, e.g. 50,50,50")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate [default: 0.01]")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd | adam [default: sgd]")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size [default: 32]")] = None,
     heads: Annotated[str | None, typer.Option(help="shared | per-task [default: the pool's]")] = None,
     train_per_task: Annotated[int | None, typer.Option(help="Training images per task")] = None,
     test_per_task: Annotated[int | None, typer.Option(help="Test images per task")] = None,
     data_dir: Annotated[str | None, typer.Option(help="MNIST IDX folder (full MNIST)")] = None,
     download: Annotated[bool, typer.Option(help="Download MNIST into --data-dir when missing")] = False,
+    seed_from_graph: Annotated[
+        bool, typer.Option(help="Measure the task-affinity graph first; try its best orderings first")
+    ] = False,
 ) -> None:
     """Search task orderings × strategy × λ with Optuna on Ray workers; record every trial in MLflow."""
     from rich.progress import (
@@ -427,7 +437,15 @@ def search(
         raise LLLError("--trials must be at least 1")
     if seeds is not None and seeds < 1:
         raise LLLError("--seeds must be at least 1")
-    train = merge({}, epochs=epochs, hidden=parse_ints(hidden, "--hidden"), lr=lr, batch_size=batch_size, heads=heads)
+    train = merge(
+        {},
+        epochs=epochs,
+        hidden=parse_ints(hidden, "--hidden"),
+        lr=lr,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        heads=heads,
+    )
     from pipeline.config import TrainConfig
 
     validated(TrainConfig, train, "settings")
@@ -459,7 +477,10 @@ def search(
         test_per_task=test_per_task,
         order=[s.strip() for s in order.split(",")] if order else None,
         cache_mb=cache_mb,
+        seed_from_graph=seed_from_graph,
     )
+    if seed_from_graph:
+        err.print("measuring the task-affinity graph (every single task and pair) to seed the study ...")
     prepared = prepare(req)  # every check that can fail does so before the progress bar and Ray start
     with Progress(
         TextColumn("{task.description}"),
@@ -515,7 +536,9 @@ def print_search_summary(name: str, summary, rec: dict | None, tracking_uri: str
         out.print(f"  ACC {rec['acc'] * 100:.2f}{std}   BWT {rec['bwt'] * 100:+.2f}   FWT {rec['fwt'] * 100:+.2f}")
         out.print(f"  {rec['confidence']['note']}", markup=False)
         out.print(f"  re-run it: {rec['rerun']}", markup=False)
-    extra = "" if storage == "sqlite:///optuna.db" else f" --storage '{storage}'"
+    from pipeline.tracking import mask_url
+
+    extra = "" if storage == "sqlite:///optuna.db" else f" --storage '{mask_url(storage)}'"
     out.print(f"export it: lll export --study {name}{extra} --out order.json", markup=False)
     out.print(f"browse runs: lll ui --study {name}{extra}", markup=False)
     out.print(f"resume/extend: lll search --study {name}{extra} --resume --trials N", markup=False)
@@ -561,6 +584,59 @@ def report(
         out.print(f"wrote {f}")
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def ui_command(uri: str, host: str = "127.0.0.1", port: int = 5000) -> tuple[list[str], dict[str, str]]:
+    """The ``mlflow ui`` command and environment `lll ui` runs.
+
+    The store URI goes through the environment (MLFLOW_BACKEND_STORE_URI), not argv, so a database
+    password never shows in ``ps``; MLflow's background job runners (not used by lll) stay off,
+    which saves seven processes and half the start-up time."""
+    import os
+    import shutil
+
+    exe = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return [exe, "ui", "--host", host, "--port", str(port), "--workers", "1"], env
+
+
+def ui_store(study: str | None, storage: str, tracking_uri: str | None) -> str:
+    """The tracking store to browse: --tracking-uri, else the one the study logged to, else the default."""
+    from pipeline.tracking import DEFAULT_TRACKING_URI, mask_url, sqlite_path
+
+    uri = tracking_uri
+    if study is not None and uri is None:
+        settings = _open_study(study, storage).user_attrs
+        if settings.get("tracking_uri_masked"):
+            raise LLLError(
+                f"study {study!r} logged to {settings.get('tracking_uri')}, which needs a password; "
+                "pass it with --tracking-uri"
+            )
+        if "tracking_uri" in settings and not settings["tracking_uri"]:
+            raise LLLError(f"study {study!r} was run without MLflow tracking; there are no runs to browse")
+        uri = settings.get("tracking_uri")
+    uri = uri or DEFAULT_TRACKING_URI
+    db = sqlite_path(uri)
+    if db is not None and not db.expanduser().is_file():
+        raise LLLError(
+            f"no MLflow store at {db} (from {mask_url(uri)}); run `lll ui` in the folder the search ran in, "
+            "or pass --tracking-uri sqlite:///PATH/mlflow.db"
+        )
+    return uri
+
+
+def study_runs_url(uri: str, study: str, host: str, port: int) -> str:
+    """The UI page listing a study's runs. MLflow 3 opens on its GenAI view unless asked for the
+    model-training one (``workflowType=machine_learning``), where runs are."""
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(uri).get_experiment_by_name(study)
+    page = f"#/experiments/{exp.experiment_id}/runs" if exp is not None else "#/experiments"
+    return f"http://{host}:{port}/{page}?workflowType=machine_learning"
+
+
 @app.command(cls=OneLineUsageErrors)
 def ui(
     study: Annotated[str | None, typer.Option(help="Open the MLflow store this study logged to")] = None,
@@ -570,26 +646,92 @@ def ui(
     port: Annotated[int, typer.Option(help="Port")] = 5000,
 ) -> None:
     """Open the MLflow UI on the store a study used (default: the embedded sqlite:///mlflow.db)."""
-    import shutil
+    import socket
     import subprocess
 
-    uri = tracking_uri
-    if study is not None and uri is None:
-        settings = _open_study(study, storage).user_attrs
-        if settings.get("tracking_uri_masked"):
-            raise LLLError("this study's tracking store needs a password: pass --tracking-uri")
-        uri = settings.get("tracking_uri")
-    uri = uri or "sqlite:///mlflow.db"
+    from pipeline.tracking import mask_url
+
+    uri = ui_store(study, storage, tracking_uri)
     if uri.startswith(("http://", "https://")):
-        out.print(f"study runs are on the tracking server: open {uri} in a browser")
+        out.print(f"study runs are on the tracking server: open {mask_url(uri)} in a browser", markup=False)
         return
-    exe = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
-    out.print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)")
-    cmd = [exe, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    try:  # a busy port fails here, in one line, not in a uvicorn traceback
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
+            pass
+    except OSError as exc:
+        raise LLLError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port or --host") from None
+    if host not in LOOPBACK:
+        err.print(
+            f"warning: the MLflow UI on {host} is reachable from other machines and has no login; "
+            "prefer --host 127.0.0.1 with an SSH tunnel",
+            markup=False,
+        )
+    cmd, env = ui_command(uri, host, port)
+    out.print(f"MLflow UI for {mask_url(uri)} at http://{host}:{port} (Ctrl-C to stop)", markup=False, soft_wrap=True)
+    if study is not None:
+        out.print(f"runs of study {study}: {study_runs_url(uri, study, host, port)}", markup=False, soft_wrap=True)
     try:
-        raise SystemExit(subprocess.call(cmd))
+        raise SystemExit(subprocess.call(cmd, env=env))
     except FileNotFoundError:
         raise LLLError("the `mlflow` command is not installed in this environment; pip install mlflow") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# lll affinity
+# ---------------------------------------------------------------------------------------------
+@app.command(cls=OneLineUsageErrors)
+def affinity(
+    pool: Annotated[str | None, typer.Option(help="Pool name or YAML file [default: mixed-mnist]")] = None,
+    study: Annotated[str | None, typer.Option(help="Take pool/settings from this study; harvest its trials")] = None,
+    storage: Annotated[str, typer.Option(help="Optuna storage URL (with --study)")] = "sqlite:///optuna.db",
+    out_path: Annotated[Path, typer.Option("--out", help="GraphML file (a PNG is written beside it)")] = Path(
+        "affinity.graphml"
+    ),
+    recommend: Annotated[bool, typer.Option(help="Print the best-scoring ordering and its score")] = False,
+    strategy: Annotated[str | None, typer.Option(help="Strategy to measure with [default: naive / study's]")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds to measure [default: 1 / the study's]")] = None,
+    seed: Annotated[int | None, typer.Option(help="First seed [default: 0 / the study's]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Ray worker actors [default: one per CPU]")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per task [default: 10 / the study's]")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store [default: the study's; none without]")] = None,
+    measure: Annotated[bool, typer.Option(help="Run the single/pair orderings (--no-measure: study only)")] = True,
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (HOST:PORT)")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="MNIST IDX folder (full MNIST)")] = None,
+    top: Annotated[int, typer.Option(help="How many orderings --recommend lists")] = 3,
+) -> None:
+    """Measure how tasks help (transfer) or hurt (interference) each other; write the task-affinity
+    graph as GraphML + PNG; with --recommend, the ordering the graph scores best."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from search.affinity_runs import AffinityRequest, prepare_affinity, run_affinity, summary_lines
+
+    req = AffinityRequest(
+        pool=pool,
+        study=study,
+        storage=storage,
+        out=str(out_path),
+        strategy=strategy,
+        seeds=seeds,
+        seed=seed,
+        workers=workers,
+        epochs=epochs,
+        tracking_uri=tracking_uri,
+        measure=measure,
+        ray_address=ray_address,
+        data_dir=data_dir,
+        top=top,
+    )
+    prepared = prepare_affinity(req)  # bad input fails here, before the progress bar and Ray start
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        bar = progress.add_task("affinity runs", total=None)
+
+        def on_progress(done: int, total: int, what: str) -> None:
+            progress.update(bar, completed=done, total=total, description=f"affinity runs (last: {what})")
+
+        result = run_affinity(req, on_progress, prepared)
+    for line in summary_lines(result, recommend):
+        out.print(line, markup=False, highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict[str
             ) from None
     else:
         ray.init(
+            address="local",  # always a fresh embedded instance, never someone's running cluster
             num_cpus=num_cpus,
             include_dashboard=False,
             logging_level=logging.WARNING,

@@ -57,6 +57,7 @@ class SearchRequest:
     train_per_task: int | None = None
     test_per_task: int | None = None
     order: list[str] | None = None
+    seed_from_graph: bool = False  # enqueue the affinity graph's best orderings first (new study)
 
 
 DEFAULT_STRATEGIES = ["ewc", "si", "agem"]
@@ -105,6 +106,8 @@ def default_study_name(pool: str) -> str:
 
 def prepare(req: SearchRequest):
     """Validate everything that can fail before any training; returns (study, settings, pool, uri)."""
+    if req.seed_from_graph and (req.resume or req.order is not None):
+        raise LLLError("--seed-from-graph seeds a new study's orderings; drop it with --resume or --order")
     if req.ray_address:
         check_address(req.ray_address)
     storage = open_storage(req.storage)
@@ -147,7 +150,12 @@ def prepare(req: SearchRequest):
             settings["trials"] = n_orders if req.exhaustive else (10**6 if req.time_budget else DEFAULT_TRIALS)
         if uri:
             tracking.check_tracking_uri(uri)
+        connect(req.ray_address)  # Ray up (or the cluster joined) before the study exists
         study = create_study(name, storage, settings)
+        if req.seed_from_graph:
+            from search.affinity_runs import seed_study_from_graph
+
+            seed_study_from_graph(study, settings, req.workers, req.ray_address, req.download)
     if uri:
         tracking.check_tracking_uri(uri)
     return study, settings, pool, uri
