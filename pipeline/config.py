@@ -14,7 +14,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     hidden: tuple[int, ...] = (50, 50, 50)
-    heads: Literal["shared", "per-task"] | None = None  # None: the pool's default
+    heads: Literal["shared", "per-task", "growing"] | None = None  # None: the pool's default
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)

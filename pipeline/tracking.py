@@ -23,11 +23,29 @@ from tasks.errors import LLLError
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# With a tracking server MLflow prints two "View run ... at: URL" lines per finished run on stdout,
+# which would bury the search's progress bar; `lll ui` and the summary say where runs are.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+_SECRET_QUERY = re.compile(r"([?&;](?:password|passwd|pwd|pass|token|secret|api_key)=)[^&;#]*", re.IGNORECASE)
 
 
 def mask_url(url: str) -> str:
-    """Hide a password in a URL (``postgresql://user:secret@host`` → ``postgresql://user:***@host``)."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """Hide a password in a URL before it is printed, logged or stored.
+
+    ``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``: the user-info part up
+    to the *last* ``@`` before the query, so an unescaped ``@`` or ``/`` in the password is hidden
+    whole; password-like query parameters (``?password=...``) too. Every URL lll shows goes
+    through here."""
+    head, sep, rest = url.partition("://")
+    if sep:
+        at = rest.rfind("@", 0, rest.find("?") if "?" in rest else len(rest))
+        user, colon, _ = rest[: max(at, 0)].partition(":")
+        if at > 0 and colon and "/" not in user:
+            rest = f"{user}:***{rest[at:]}"
+        url = head + sep + rest
+    return _SECRET_QUERY.sub(r"\1***", url)
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -50,7 +68,9 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     if db is not None:
         parent = db.expanduser().resolve().parent
         if not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise LLLError(f"MLflow store {uri}: folder {parent} is missing or not writable; fix --tracking-uri")
+            raise LLLError(
+                f"MLflow store {mask_url(uri)}: folder {parent} is missing or not writable; fix --tracking-uri"
+            )
         return
     if uri.startswith(("http://", "https://")):
         url = uri.rstrip("/") + "/health"
@@ -68,9 +88,13 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     if uri.startswith(("postgresql", "mysql", "mssql")):
         from sqlalchemy import create_engine, text
 
+        # A bounded connect: an address that drops packets must not hang the command for minutes.
+        args = {"connect_timeout": max(1, int(timeout))} if uri.startswith(("postgresql", "mysql")) else {}
         try:
-            with create_engine(uri).connect() as conn:
+            engine = create_engine(uri, connect_args=args)
+            with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
+            engine.dispose()
         except Exception as exc:
             raise LLLError(
                 f"MLflow database {mask_url(uri)} is unreachable ({type(exc).__name__}); check the URL"
@@ -131,10 +155,14 @@ def log_ordering_run(
     step_metrics: Mapping[str, list[float]] | None = None,
     files: list[tuple[str, str | Path]] | None = None,
     tags: Mapping[str, str] | None = None,
+    heatmap: bool = True,
 ) -> None:
     """Record one trained ordering in run ``run_id``: params, ACC/BWT/FWT/forgetting, per-task
     series (``step_metrics``, step = tasks trained so far), R as JSON + heatmap, and ``files``
-    (artifact sub-folder, local file) pairs, e.g. checkpoints."""
+    (artifact sub-folder, local file) pairs, e.g. checkpoints.
+
+    Drawing the heatmap PNG (matplotlib) is about three quarters of this function's time;
+    ``heatmap=False`` keeps R.json only, for searches of many cheap trials."""
     import time
 
     from mlflow.entities import Metric, Param, RunTag
@@ -156,8 +184,8 @@ def log_ordering_run(
     with tempfile.TemporaryDirectory() as tmp:
         if rmatrix is not None:
             rmatrix.to_json(Path(tmp) / "R.json")
-            rmatrix.heatmap(Path(tmp) / "R.png")
             client.log_artifact(run_id, str(Path(tmp) / "R.json"))
-            client.log_artifact(run_id, str(Path(tmp) / "R.png"))
+            if heatmap:
+                client.log_artifact(run_id, str(rmatrix.heatmap(Path(tmp) / "R.png")))
         for folder, path in files or []:
             client.log_artifact(run_id, str(path), artifact_path=folder)

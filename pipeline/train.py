@@ -73,6 +73,9 @@ def train_task(
     """Train ``model`` on ``task`` for ``cfg.epochs`` epochs; returns the model that was trained
     (a strategy may swap it in ``before_task``). All randomness comes from ``seed``."""
     torch.manual_seed(seed)
+    grow = getattr(model, "grow_for", None)  # a class-incremental head adds the task's new classes first
+    if grow is not None:
+        grow(task)
     model = strategy.before_task(model, task) or model
     model.train()
     optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])

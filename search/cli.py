@@ -17,6 +17,7 @@ from rich.table import Table
 
 from tasks.errors import LLLError
 
+HEADS_HELP = "shared | per-task | growing (class-incremental) [default: the pool's]"
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -228,7 +229,7 @@ def run(
     seed: Annotated[int | None, typer.Option(help="Global seed [default: 0]")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per task [default: 10]")] = None,
     hidden: Annotated[str | None, typer.Option(help="Hidden sizes, e.g. 50,50,50")] = None,
-    heads: Annotated[str | None, typer.Option(help="shared | per-task [default: the pool's]")] = None,
+    heads: Annotated[str | None, typer.Option(help=HEADS_HELP)] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd | adam [default: sgd]")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate [default: 0.01]")] = None,
     momentum: Annotated[float | None, typer.Option(help="SGD momentum [default: 0.9]")] = None,
@@ -408,7 +409,7 @@ def search(
     lr: Annotated[float | None, typer.Option(help="Learning rate [default: 0.01]")] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd | adam [default: sgd]")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size [default: 32]")] = None,
-    heads: Annotated[str | None, typer.Option(help="shared | per-task [default: the pool's]")] = None,
+    heads: Annotated[str | None, typer.Option(help=HEADS_HELP)] = None,
     train_per_task: Annotated[int | None, typer.Option(help="Training images per task")] = None,
     test_per_task: Annotated[int | None, typer.Option(help="Test images per task")] = None,
     data_dir: Annotated[str | None, typer.Option(help="MNIST IDX folder (full MNIST)")] = None,

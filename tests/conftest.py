@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-
 from pipeline.config import TrainConfig
 from tasks.pool import PoolSpec, TaskPool, build_pool
+
+# The in-process tests train many tiny MLPs while Ray workers and servers of other tests share the
+# two cores; one intra-op thread avoids oversubscription, which made them several times slower.
+torch.set_num_threads(1)
 
 TINY_POOL = {
     "name": "tiny",

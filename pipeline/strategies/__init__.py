@@ -15,7 +15,27 @@ from pipeline.strategies.base import Strategy
 from tasks.errors import LLLError
 
 # Shown first, in this order, by help texts; discovered strategies not listed here follow.
-PREFERRED_ORDER = ["naive", "joint", "l2", "ewc", "online-ewc", "si", "mas", "gem", "agem", "lwf", "replay"]
+PREFERRED_ORDER = [
+    "naive",
+    "joint",
+    "l2",
+    "ewc",
+    "online-ewc",
+    "si",
+    "mas",
+    "rwalk",
+    "scp",
+    "gem",
+    "agem",
+    "lwf",
+    "replay",
+    "icarl",
+    "generative-replay",
+    "pnn",
+    "packnet",
+    "net2net",
+    "expert-gate",
+]
 
 
 def _discover() -> dict[str, type[Strategy]]:

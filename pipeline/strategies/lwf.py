@@ -6,6 +6,9 @@ domain-incremental setting) on the *new* inputs are kept close with a temperatur
 
     loss = CE + λ Σ_{old heads h} T² · KL(softmax(teacher_h(x)/T) ‖ softmax(student_h(x)/T))
 
+Class-incremental (one growing head): the old outputs are the units the head had after the last
+task, so the distillation covers the old classes only; the new classes' units are learned by CE.
+
 Options: ``temperature`` (T, default 2).
 """
 
@@ -19,13 +22,14 @@ from pipeline.strategies.base import Strategy
 
 class LwF(Strategy):
     name = "lwf"
-    default_lam = 1.0
+    default_lam = 1.0  # tuned on mixed-mnist (README, "Default λ")
     lam_range = (0.1, 10.0)
 
     def __init__(self, lam: float | None = None, temperature: float = 2.0) -> None:
         super().__init__(lam)
         self.temperature = float(temperature)
         self.teacher: torch.nn.Module | None = None  # rebuilt from the model before each task
+        self.widths: dict[str, int] = {}  # outputs each finished task's head had (a growing head grows)
 
     def before_task(self, model, task):
         if self.seen:
@@ -49,7 +53,21 @@ class LwF(Strategy):
             teacher_feats = self.teacher.features(x)
         kd = x.new_zeros(())
         for h in self._old_heads(model):
-            student = F.log_softmax(model.head(h)(feats) / t, dim=1)
-            teacher = F.softmax(self.teacher.head(h)(teacher_feats) / t, dim=1)
+            w = self.widths.get(h)
+            student = F.log_softmax(model.head(h)(feats)[:, :w] / t, dim=1)
+            teacher = F.softmax(self.teacher.head(h)(teacher_feats)[:, :w] / t, dim=1)
             kd = kd + F.kl_div(student, teacher, reduction="batchmean") * t * t
         return base + self.lam * kd
+
+    def after_task(self, model, task):
+        with torch.no_grad():
+            self.widths[task.name] = int(
+                model(task.x_train[:1].to(next(model.parameters()).device), task.name).shape[1]
+            )
+        super().after_task(model, task)
+
+    def extra_state(self):
+        return {"widths": dict(self.widths)}
+
+    def load_extra_state(self, state):
+        self.widths = dict(state.get("widths", {}))

@@ -15,8 +15,8 @@ from pipeline.strategies.quadratic import QuadraticPenalty, per_sample_grad_stat
 
 class MAS(QuadraticPenalty):
     name = "mas"
-    default_lam = 1.0
-    lam_range = (0.01, 100.0)
+    default_lam = 0.1  # tuned on mixed-mnist (README, "Default λ")
+    lam_range = (0.01, 1.0)
 
     def __init__(self, lam: float | None = None, samples: int = 1000) -> None:
         super().__init__(lam)

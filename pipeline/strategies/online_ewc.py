@@ -13,8 +13,8 @@ from pipeline.strategies.quadratic import QuadraticPenalty, fisher_diagonal
 
 class OnlineEWC(QuadraticPenalty):
     name = "online-ewc"
-    default_lam = 100.0
-    lam_range = (1.0, 1e4)
+    default_lam = 30.0  # tuned on mixed-mnist (README, "Default λ")
+    lam_range = (1.0, 1000.0)
 
     def __init__(self, lam: float | None = None, gamma: float = 0.9, fisher_samples: int = 1000) -> None:
         super().__init__(lam)

@@ -39,7 +39,8 @@ class QuadraticPenalty(Strategy):
         base = super().loss(model, x, y)
         if not self.B:
             return base
-        penalty = sum((self.B[n] * (p - self.A[n]).pow(2)).sum() for n, p in trainable(model).items())
+        # Parameters born after the last task (a growing head's new block) have no guard yet.
+        penalty = sum((self.B[n] * (p - self.A[n]).pow(2)).sum() for n, p in trainable(model).items() if n in self.B)
         return base + self.lam * penalty
 
     def after_task(self, model, task):

@@ -1,7 +1,9 @@
 """Synaptic Intelligence (Zenke et al., 2017).
 
 While a task trains, each weight's contribution to the drop in loss is summed along the
-optimisation path, ω_i = Σ_steps −g_i Δθ_i. After the task the guard is
+optimisation path, ω_i = Σ_steps −g_i Δθ_i, where g is the gradient of the task's own loss (without
+the penalty, like the reference code's ``unreg_grads``) and Δθ the step actually taken (momentum,
+clipping included). After the task the guard is
 b_i = ω_i / (Δ_i² + ξ), with Δ_i the weight's total change over the task, and guards add up
 over tasks.
 
@@ -18,8 +20,8 @@ from pipeline.strategies.quadratic import QuadraticPenalty
 
 class SI(QuadraticPenalty):
     name = "si"
-    default_lam = 1.0
-    lam_range = (0.01, 100.0)
+    default_lam = 100.0  # tuned on mixed-mnist (README, "Default λ")
+    lam_range = (3.0, 3000.0)
 
     def __init__(self, lam: float | None = None, xi: float = 0.1) -> None:
         super().__init__(lam)
@@ -37,7 +39,16 @@ class SI(QuadraticPenalty):
         return super().before_task(model, task)
 
     def after_backward(self, model):
-        self._grad = {n: p.grad.detach().clone() for n, p in trainable(model).items() if p.grad is not None}
+        # p.grad also holds the penalty's gradient 2λB(θ − Ā) from the second task on; remove it so
+        # that ω measures each weight's share in lowering the *task* loss.
+        self._grad = {}
+        for n, p in trainable(model).items():
+            if p.grad is None:
+                continue
+            g = p.grad.detach().clone()
+            if n in self.B:
+                g -= 2 * self.lam * self.B[n] * (p.detach() - self.A[n])
+            self._grad[n] = g
 
     def after_step(self, model):
         for n, p in trainable(model).items():

@@ -1,0 +1,83 @@
+"""Riemannian Walk (Chaudhry et al., 2018): online Fisher + KL-normalised path-integral importance.
+
+While a task trains, two things are tracked from the task-loss gradient g (the penalty's own
+gradient 2λB(θ − Ā) is subtracted from p.grad, so it is exactly the task's gradient):
+
+* an online ("EWC++") Fisher, a moving average F ← β F + (1 − β) g² over the steps;
+* SI's path integral w_i = Σ_steps −g_i Δθ_i (how much each weight lowered the loss).
+
+After the task the path integral is KL-normalised — divided by the distance the weight moved
+measured in the Fisher metric, s_i = max(0, w_i / (½ F_i Δ_i² + ξ)), Δ_i the change over the
+task — and the guard is the sum of both, each scaled to [0, 1] by its largest value:
+
+    b_i = F_i / max F + s_i / max s          loss = CE + λ Σ_i b_i (θ_i − θ*_i)²   (no ½)
+
+Simplifications (as FACIL's RWalk does): the score is normalised once per task over the whole
+task (the paper normalises every few steps), and instead of one running Fisher, score averaging
+and the latest anchor, each task's b_t joins the shared consolidation B ← γB + b_t with anchors
+(quadratic.py); γ = 0.5 halves older tasks' weight each task, like the paper's score averaging.
+
+Options: ``fisher_decay`` (β, default 0.9), ``xi`` (damping ξ, default 0.1), ``gamma`` (γ, 0.5).
+"""
+
+import torch
+
+from pipeline.strategies.base import trainable
+from pipeline.strategies.quadratic import QuadraticPenalty
+
+
+class RWalk(QuadraticPenalty):
+    name = "rwalk"
+    default_lam = 10.0
+    lam_range = (0.3, 300.0)
+
+    def __init__(
+        self, lam: float | None = None, fisher_decay: float = 0.9, xi: float = 0.1, gamma: float = 0.5
+    ) -> None:
+        super().__init__(lam)
+        if not 0 <= fisher_decay < 1:
+            raise ValueError("fisher_decay must be in [0, 1)")
+        if not 0 < gamma <= 1:
+            raise ValueError("gamma must be in (0, 1]")
+        self.fisher_decay, self.xi, self.decay = float(fisher_decay), float(xi), float(gamma)
+        self._fisher: dict[str, torch.Tensor] = {}
+        self._w: dict[str, torch.Tensor] = {}
+        self._start: dict[str, torch.Tensor] = {}
+        self._prev: dict[str, torch.Tensor] = {}
+        self._grad: dict[str, torch.Tensor] = {}
+
+    def before_task(self, model, task):
+        params = trainable(model)
+        self._fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+        self._w = {n: torch.zeros_like(p) for n, p in params.items()}
+        self._start = {n: p.detach().clone() for n, p in params.items()}
+        self._prev = {n: p.detach().clone() for n, p in params.items()}
+        return super().before_task(model, task)
+
+    def after_backward(self, model):
+        self._grad = {}
+        for n, p in trainable(model).items():
+            if p.grad is None:
+                continue
+            g = p.grad.detach().clone()
+            if n in self.B:  # remove the penalty's gradient: what is left is the task's
+                g -= 2 * self.lam * self.B[n] * (p.detach() - self.A[n])
+            self._grad[n] = g
+            self._fisher[n].mul_(self.fisher_decay).add_((1 - self.fisher_decay) * g.pow(2))
+
+    def after_step(self, model):
+        for n, p in trainable(model).items():
+            now = p.detach()
+            if n in self._grad:
+                self._w[n] -= self._grad[n] * (now - self._prev[n])
+            self._prev[n].copy_(now)
+
+    def importance(self, model, task):
+        params = trainable(model)
+        score = {
+            n: (self._w[n] / (0.5 * self._fisher[n] * (p.detach() - self._start[n]).pow(2) + self.xi)).clamp_(min=0)
+            for n, p in params.items()
+        }
+        f_max = max(float(f.max()) for f in self._fisher.values()) or 1.0
+        s_max = max(float(s.max()) for s in score.values()) or 1.0
+        return {n: self._fisher[n] / f_max + score[n] / s_max for n in params}

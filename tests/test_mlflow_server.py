@@ -1,0 +1,185 @@
+"""A real MLflow tracking server on 127.0.0.1: `lll search` logs to it over HTTP, and
+MLflow's own client finds every trial's nested run, metrics and R artifact there. The server is
+stopped at the end whatever happens (finalizer, whole process group).
+
+Also here: fail fast. An unreachable tracking server, database or Ray head is one ``error:`` line
+and exit code 2 before any training, within 20 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from pipeline.rmatrix import RMatrix
+
+pytestmark = pytest.mark.e2e
+
+POOL_YAML = """
+name: tiny-server
+train_per_task: 120
+test_per_task: 80
+tasks:
+  - name: upright
+  - name: rot90
+    transforms: [{type: rotate, angle: 90}]
+  - name: permuted
+    transforms: [{type: permute, seed: 1}]
+"""
+TRIALS = 4
+
+
+def lll(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "search.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's whole process group, SIGKILL what is left after 5 s."""
+    if proc.poll() is None or _group_alive(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.time() + 5
+        while time.time() < deadline and _group_alive(proc.pid):
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            if resp.status == 200:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"mlflow server not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, request):
+    """`mlflow server` with a SQLite backend and proxied local artifacts; returns (url, folder)."""
+    d = tmp_path_factory.mktemp("mlflow-server")
+    (d / "pool.yaml").write_text(POOL_YAML)
+    port = free_port()
+    log = d / "server.log"
+    exe = str(Path(sys.executable).parent / "mlflow")
+    cmd = [exe, "server", "--backend-store-uri", f"sqlite:///{d}/srv.db", "--artifacts-destination", str(d / "art")]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    request.addfinalizer(lambda: stop_group(proc))
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, proc, log)
+    return url, d
+
+
+@pytest.fixture(scope="module")
+def searched(server):
+    url, d = server
+    args = ["search", "--pool", "pool.yaml", "--strategies", "naive,ewc", "--trials", str(TRIALS), "--seeds", "1"]
+    args += ["--epochs", "1", "--workers", "2", "--study", "srv", "--storage", f"sqlite:///{d}/optuna.db"]
+    res = lll(*args, "--tracking-uri", url, cwd=d)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+@pytest.mark.slow
+def test_search_logs_every_trial_to_the_server(server, searched):
+    url, d = server
+    assert "View run" not in searched.stdout, "MLflow's per-run URL lines should be suppressed"
+    study = optuna.load_study(study_name="srv", storage=f"sqlite:///{d}/optuna.db")
+    done = {t.number: t for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert len(study.trials) == TRIALS and len(done) == TRIALS
+    client = MlflowClient(url)
+    exp = client.get_experiment_by_name("srv")
+    assert exp.artifact_location.startswith("mlflow-artifacts:"), "artifacts should go through the server"
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get("lll.kind") == "search"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert "recommended_order.json" in parent_files
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(int(r.data.tags["optuna_trial_number"]) for r in nested) == sorted(done)
+    for r in nested:
+        assert r.info.status == "FINISHED" and r.data.tags["lll.state"] == "complete"
+        assert {"acc", "bwt", "fwt", "forgetting"} <= set(r.data.metrics)
+        assert {"order", "strategy", "pool_fingerprint"} <= set(r.data.params)
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "running_acc")] == [1, 2, 3]
+        local = client.download_artifacts(r.info.run_id, "R.json", str(d / "dl" / r.info.run_id))
+        rm = RMatrix.from_json(local)
+        trial = done[int(r.data.tags["optuna_trial_number"])]
+        assert list(rm.tasks) == trial.user_attrs["order"] == r.data.params["order"].split(",")
+        assert np.array_equal(rm.values, np.asarray(trial.user_attrs["R"]))
+        assert abs(r.data.metrics["acc"] - trial.user_attrs["acc"]) < 1e-12
+    # The server stored the files under --artifacts-destination.
+    on_disk = sorted(p.name for p in (d / "art").rglob("R.json"))
+    assert len(on_disk) == TRIALS
+
+
+@pytest.mark.slow
+def test_ui_for_a_server_study_points_at_the_server(server, searched):
+    url, d = server
+    res = lll("ui", "--study", "srv", "--storage", f"sqlite:///{d}/optuna.db", cwd=d, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert url in res.stdout
+
+
+# ---- fail fast -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "--tracking-uri", "http://127.0.0.1:1"], "tracking server http://127.0.0.1:1 is unreachable"),
+        (["run", "--tracking-uri", "postgresql+psycopg://u:pw@127.0.0.1:1/db"], "unreachable"),
+        (["search", "--tracking-uri", "http://127.0.0.1:1"], "tracking server http://127.0.0.1:1 is unreachable"),
+        (["search", "--storage", "postgresql+psycopg://u:pw@127.0.0.1:1/db"], "Optuna storage"),
+        (["search", "--ray-address", "127.0.0.1:1"], "no Ray head reachable at 127.0.0.1:1"),
+    ],
+    ids=["run-http", "run-db", "search-http", "search-storage", "search-ray"],
+)
+def test_unreachable_service_fails_fast_with_one_line(args, needle, tmp_path):
+    t0 = time.perf_counter()
+    res = lll(*args, "--out" if args[0] == "run" else "--study", str(tmp_path / "x"), cwd=tmp_path, timeout=60)
+    seconds = time.perf_counter() - t0
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], res.stderr
+    assert ":pw@" not in res.stderr
+    assert seconds < 20, f"took {seconds:.1f} s to fail"
+    assert not (tmp_path / "x").exists(), "a result was written although the service was unreachable"
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlartifacts").exists()
