@@ -7,15 +7,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import networkx as nx
 import numpy as np
 import optuna
 import pytest
+from helpers import lll, tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
@@ -281,24 +279,8 @@ def test_enqueued_graph_orderings_are_the_first_trials() -> None:
 # ---------------------------------------------------------------------------------------------
 # end to end: real Ray workers, real Optuna and MLflow stores
 # ---------------------------------------------------------------------------------------------
-POOL_YAML = """
-name: tiny-affinity
-train_per_task: 150
-test_per_task: 100
-tasks:
-  - name: upright
-  - name: rot90
-    transforms: [{type: rotate, angle: 90}]
-  - name: permuted
-    transforms: [{type: permute, seed: 1}]
-"""
+POOL_YAML = tiny_pool_yaml("tiny-affinity", 150, 100)
 EPOCHS = 2
-
-
-def lll(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "COLUMNS": "160"}
-    cmd = [sys.executable, "-m", "search.cli", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -28,17 +28,6 @@ from tasks.errors import LLLError
 from tasks.pool import PoolSpec, TaskPool, build_pool
 from tasks.registry import load_pool, parse_pool_spec, resolve_pool_spec
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """The memory network's ops are tiny: one thread runs them several times faster than two
-    threads fighting over a busy machine's cores (10x measured here). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # Every case of the format: a story restarting at 1, questions between statements, a space before
 # the tab, several supporting ids, a comma-separated answer, yes/no/maybe, CRLF, blank lines.
 FORMAT_CASES = (

@@ -19,22 +19,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+from helpers import tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-POOL_YAML = """
-name: tiny-cluster
-train_per_task: 150
-test_per_task: 100
-tasks:
-  - name: upright
-  - name: rot90
-    transforms: [{type: rotate, angle: 90}]
-  - name: permuted
-    transforms: [{type: permute, seed: 1}]
-"""
+POOL_YAML = tiny_pool_yaml("tiny-cluster", 150, 100)
 HEAD_IP, WORKER_IP, PORT = "10.77.0.1", "10.77.0.2", 6390
 
 

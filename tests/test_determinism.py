@@ -7,7 +7,6 @@ follows; a cached or checkpointed prefix resumes exactly where an uninterrupted 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +17,6 @@ from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import StrategyConfig, TrainConfig
 from pipeline.runner import MemoryPrefixCache, PrefixState, RunResult, prefix_key, run_ordering, snapshot
 from tasks.pool import TaskPool
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One torch thread: these small MLPs run faster on one thread than on two fighting over a busy
-    machine (R itself is the same with 1 or 2 threads, checked). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -17,21 +17,14 @@ from collections import Counter
 
 import optuna
 import pytest
+from helpers import tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 TRIALS = 200
-POOL_YAML = """
-name: tiny-load
-train_per_task: 16
-test_per_task: 16
-tasks:
-  - name: upright
-  - name: rot90
-    transforms: [{type: rotate, angle: 90}]
-"""
+POOL_YAML = tiny_pool_yaml("tiny-load", 16, 16, rotated_and_permuted=False)
 
 
 def test_200_trials_on_2_workers_are_all_recorded_exactly_once(tmp_path):

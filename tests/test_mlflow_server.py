@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from helpers import free_port, lll, tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -28,31 +28,8 @@ from pipeline.rmatrix import RMatrix
 
 pytestmark = pytest.mark.e2e
 
-POOL_YAML = """
-name: tiny-server
-train_per_task: 120
-test_per_task: 80
-tasks:
-  - name: upright
-  - name: rot90
-    transforms: [{type: rotate, angle: 90}]
-  - name: permuted
-    transforms: [{type: permute, seed: 1}]
-"""
+POOL_YAML = tiny_pool_yaml("tiny-server", 120, 80)
 TRIALS = 4
-
-
-def lll(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "search.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop_group(proc: subprocess.Popen) -> None:
@@ -113,7 +90,7 @@ def searched(server):
     url, d = server
     args = ["search", "--pool", "pool.yaml", "--strategies", "naive,ewc", "--trials", str(TRIALS), "--seeds", "1"]
     args += ["--epochs", "1", "--workers", "2", "--study", "srv", "--storage", f"sqlite:///{d}/optuna.db"]
-    res = lll(*args, "--tracking-uri", url, cwd=d)
+    res = lll(*args, "--tracking-uri", url, cwd=d, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return res
 

@@ -17,7 +17,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,29 +25,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+from helpers import free_port, tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e, pytest.mark.slow]
 
-POOL_YAML = """
-name: tiny-pg
-train_per_task: 120
-test_per_task: 80
-tasks:
-  - name: upright
-  - name: rot90
-    transforms: [{type: rotate, angle: 90}]
-  - name: permuted
-    transforms: [{type: permute, seed: 1}]
-"""
+POOL_YAML = tiny_pool_yaml("tiny-pg", 120, 80)
 TRIALS = 6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pg_bin(name: str) -> str | None:

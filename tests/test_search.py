@@ -18,6 +18,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from helpers import lll, tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -29,31 +30,8 @@ from tasks.registry import load_pool
 
 pytestmark = pytest.mark.e2e
 
-POOL_YAML = """
-name: tiny-search
-train_per_task: 150
-test_per_task: 100
-tasks:
-  - name: upright
-  - name: rot90
-    transforms: [{type: rotate, angle: 90}]
-  - name: permuted
-    transforms: [{type: permute, seed: 1}]
-"""
+POOL_YAML = tiny_pool_yaml("tiny-search", 150, 100)
 EPOCHS = 2
-
-
-def lll(*args: str, cwd: Path, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "search.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **kw,
-    )
 
 
 @pytest.fixture(scope="module")

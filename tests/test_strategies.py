@@ -9,7 +9,6 @@ over seeds 0–3 with these exact settings, so a pass is not a coin flip.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,16 +35,6 @@ BWT_MARGIN = {name: 0.08 for name in CORE} | {"l2": 0.05, "agem": 0.02, "mas": 0
 # the default pool's fractions: replay keeps 10% of the stream, GEM / A-GEM ~25% of each task.
 # With the defaults (500 and 256 per task) replay and GEM would hold most of the data and tie joint.
 OPTIONS = {"replay": {"memory_size": 90}, "gem": {"memory_size": 77}, "agem": {"memory_size": 77}}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One torch thread: these small MLPs run faster on one thread than on two fighting over a busy
-    machine (R itself is the same with 1 or 2 threads, checked). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

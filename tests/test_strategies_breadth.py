@@ -62,15 +62,6 @@ class SerialisingCache:
         self.items[key] = buf.getvalue()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one thread is faster, and on a shared CPU far faster (threads fight)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def small_train() -> TrainConfig:
     return TrainConfig(epochs=2, hidden=(32, 32))

@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import free_port, tiny_pool_yaml
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -35,24 +36,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-POOL_YAML = """
-name: tiny-ui
-train_per_task: 120
-test_per_task: 80
-tasks:
-  - name: upright
-  - name: rot90
-    transforms: [{type: rotate, angle: 90}]
-  - name: permuted
-    transforms: [{type: permute, seed: 1}]
-"""
+POOL_YAML = tiny_pool_yaml("tiny-ui", 120, 80)
 STUDY, TRIALS = "ui-study", 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop_group(proc: subprocess.Popen) -> None:

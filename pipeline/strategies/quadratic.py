@@ -1,7 +1,8 @@
 """Shared machinery of the regulariser family: L'(θ) = L(θ) + λ Σ_i b_i (θ_i − θ^b_i)².
 
-L2, EWC, online EWC, SI and MAS differ only in how they compute the guard b_i after a task, so
-they all subclass :class:`QuadraticPenalty` and implement :meth:`importance`.
+L2, EWC, online EWC, SI, MAS, RWalk and SCP differ only in how they compute the guard b_i after a
+task, so they all subclass :class:`QuadraticPenalty` and implement :meth:`importance`; SI and RWalk,
+whose guards come from the optimisation path, share :class:`PathIntegralPenalty`.
 
 Several tasks' penalties Σ_k b_k (θ − a_k)² are kept consolidated as one B (θ − Ā)² (+ a constant
 that has no gradient), with B = Σ_k b_k and Ā = Σ_k b_k a_k / B: the same gradients at the cost
@@ -62,6 +63,51 @@ class QuadraticPenalty(Strategy):
 
     def load_extra_state(self, state):
         self.B, self.A = dict(state["B"]), dict(state["A"])
+
+
+class PathIntegralPenalty(QuadraticPenalty):
+    """A quadratic penalty whose guard comes from the optimisation path (SI, RWalk).
+
+    While a task trains it tracks ω_i = Σ_steps −g_i Δθ_i, where g is the gradient of the task's own
+    loss (p.grad minus the penalty's 2λB(θ − Ā), like the SI reference code's ``unreg_grads``) and Δθ
+    the step actually taken (momentum, clipping included); ``_start`` holds θ at the task's start.
+    Subclasses turn ω into b_i in :meth:`importance` and may watch each task gradient in
+    :meth:`observe_grad`."""
+
+    def __init__(self, lam: float | None = None) -> None:
+        super().__init__(lam)
+        self._omega: dict[str, torch.Tensor] = {}
+        self._start: dict[str, torch.Tensor] = {}
+        self._prev: dict[str, torch.Tensor] = {}
+        self._grad: dict[str, torch.Tensor] = {}
+
+    def before_task(self, model, task):
+        params = trainable(model)
+        self._omega = {n: torch.zeros_like(p) for n, p in params.items()}
+        self._start = {n: p.detach().clone() for n, p in params.items()}
+        self._prev = {n: p.detach().clone() for n, p in params.items()}
+        return super().before_task(model, task)
+
+    def observe_grad(self, name: str, g: torch.Tensor) -> None:
+        """Called with each parameter's task gradient after every backward pass."""
+
+    def after_backward(self, model):
+        self._grad = {}
+        for n, p in trainable(model).items():
+            if p.grad is None:
+                continue
+            g = p.grad.detach().clone()
+            if n in self.B:
+                g -= 2 * self.lam * self.B[n] * (p.detach() - self.A[n])
+            self._grad[n] = g
+            self.observe_grad(n, g)
+
+    def after_step(self, model):
+        for n, p in trainable(model).items():
+            now = p.detach()
+            if n in self._grad:
+                self._omega[n] -= self._grad[n] * (now - self._prev[n])
+            self._prev[n].copy_(now)
 
 
 def per_sample_grad_stat(

@@ -23,10 +23,10 @@ Options: ``fisher_decay`` (β, default 0.9), ``xi`` (damping ξ, default 0.1), `
 import torch
 
 from pipeline.strategies.base import trainable
-from pipeline.strategies.quadratic import QuadraticPenalty
+from pipeline.strategies.quadratic import PathIntegralPenalty
 
 
-class RWalk(QuadraticPenalty):
+class RWalk(PathIntegralPenalty):
     name = "rwalk"
     default_lam = 10.0
     lam_range = (0.3, 300.0)
@@ -41,41 +41,18 @@ class RWalk(QuadraticPenalty):
             raise ValueError("gamma must be in (0, 1]")
         self.fisher_decay, self.xi, self.decay = float(fisher_decay), float(xi), float(gamma)
         self._fisher: dict[str, torch.Tensor] = {}
-        self._w: dict[str, torch.Tensor] = {}
-        self._start: dict[str, torch.Tensor] = {}
-        self._prev: dict[str, torch.Tensor] = {}
-        self._grad: dict[str, torch.Tensor] = {}
 
     def before_task(self, model, task):
-        params = trainable(model)
-        self._fisher = {n: torch.zeros_like(p) for n, p in params.items()}
-        self._w = {n: torch.zeros_like(p) for n, p in params.items()}
-        self._start = {n: p.detach().clone() for n, p in params.items()}
-        self._prev = {n: p.detach().clone() for n, p in params.items()}
+        self._fisher = {n: torch.zeros_like(p) for n, p in trainable(model).items()}
         return super().before_task(model, task)
 
-    def after_backward(self, model):
-        self._grad = {}
-        for n, p in trainable(model).items():
-            if p.grad is None:
-                continue
-            g = p.grad.detach().clone()
-            if n in self.B:  # remove the penalty's gradient: what is left is the task's
-                g -= 2 * self.lam * self.B[n] * (p.detach() - self.A[n])
-            self._grad[n] = g
-            self._fisher[n].mul_(self.fisher_decay).add_((1 - self.fisher_decay) * g.pow(2))
-
-    def after_step(self, model):
-        for n, p in trainable(model).items():
-            now = p.detach()
-            if n in self._grad:
-                self._w[n] -= self._grad[n] * (now - self._prev[n])
-            self._prev[n].copy_(now)
+    def observe_grad(self, name, g):
+        self._fisher[name].mul_(self.fisher_decay).add_((1 - self.fisher_decay) * g.pow(2))
 
     def importance(self, model, task):
         params = trainable(model)
         score = {
-            n: (self._w[n] / (0.5 * self._fisher[n] * (p.detach() - self._start[n]).pow(2) + self.xi)).clamp_(min=0)
+            n: (self._omega[n] / (0.5 * self._fisher[n] * (p.detach() - self._start[n]).pow(2) + self.xi)).clamp_(min=0)
             for n, p in params.items()
         }
         f_max = max(float(f.max()) for f in self._fisher.values()) or 1.0

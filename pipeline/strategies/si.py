@@ -12,13 +12,11 @@ over tasks.
 Options: ``xi`` (damping ξ, default 0.1).
 """
 
-import torch
-
 from pipeline.strategies.base import trainable
-from pipeline.strategies.quadratic import QuadraticPenalty
+from pipeline.strategies.quadratic import PathIntegralPenalty
 
 
-class SI(QuadraticPenalty):
+class SI(PathIntegralPenalty):
     name = "si"
     default_lam = 100.0  # tuned on mixed-mnist (README, "Default λ")
     lam_range = (3.0, 3000.0)
@@ -26,36 +24,6 @@ class SI(QuadraticPenalty):
     def __init__(self, lam: float | None = None, xi: float = 0.1) -> None:
         super().__init__(lam)
         self.xi = float(xi)
-        self._omega: dict[str, torch.Tensor] = {}
-        self._start: dict[str, torch.Tensor] = {}
-        self._prev: dict[str, torch.Tensor] = {}
-        self._grad: dict[str, torch.Tensor] = {}
-
-    def before_task(self, model, task):
-        params = trainable(model)
-        self._omega = {n: torch.zeros_like(p) for n, p in params.items()}
-        self._start = {n: p.detach().clone() for n, p in params.items()}
-        self._prev = {n: p.detach().clone() for n, p in params.items()}
-        return super().before_task(model, task)
-
-    def after_backward(self, model):
-        # p.grad also holds the penalty's gradient 2λB(θ − Ā) from the second task on; remove it so
-        # that ω measures each weight's share in lowering the *task* loss.
-        self._grad = {}
-        for n, p in trainable(model).items():
-            if p.grad is None:
-                continue
-            g = p.grad.detach().clone()
-            if n in self.B:
-                g -= 2 * self.lam * self.B[n] * (p.detach() - self.A[n])
-            self._grad[n] = g
-
-    def after_step(self, model):
-        for n, p in trainable(model).items():
-            now = p.detach()
-            if n in self._grad:
-                self._omega[n] -= self._grad[n] * (now - self._prev[n])
-            self._prev[n].copy_(now)
 
     def importance(self, model, task):
         out = {}
