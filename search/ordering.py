@@ -2,7 +2,13 @@
 
 A permutation of n items is the integer sequence c_0..c_{n-2} with 0 ≤ c_i ≤ n−1−i: c_i picks
 the c_i-th of the items not yet placed (Optuna's FAQ suggests this for permutations). Every code
-is a valid permutation, so no sampled point is wasted, and codes sharing a head share a prefix.
+is a valid permutation, so no sampled point is wasted.
+
+The search reads the code *suffix first* (:func:`code_to_order`): c_0 picks the last task, c_1 the
+one before it, and so on. A continual learner's final accuracy depends most on the tasks it saw
+last, so the digit TPE learns most easily (the first, with the most choices and no dependence on
+the others) is the one that matters most. On the default pool this reached a near-best ordering
+in about half the trials of the prefix-first reading (bench/search_efficiency.py, README).
 """
 
 from __future__ import annotations
@@ -32,6 +38,16 @@ def lehmer_decode(code: Sequence[int], items: Sequence[str]) -> list[str]:
             raise ValueError(f"digit {i} of the Lehmer code must be in [0, {len(rest) - 1}], got {c}")
         order.append(rest.pop(c))
     return order + rest
+
+
+def code_to_order(code: Sequence[int], items: Sequence[str]) -> list[str]:
+    """The ordering a search trial's code stands for: read suffix first (c_0 picks the last task)."""
+    return lehmer_decode(code, items)[::-1]
+
+
+def order_to_code(order: Sequence[str], items: Sequence[str]) -> list[int]:
+    """Inverse of :func:`code_to_order` (for enqueuing a known ordering as a trial)."""
+    return lehmer_encode(list(order)[::-1], items)
 
 
 def param_names(n: int) -> list[str]:

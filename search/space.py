@@ -10,7 +10,7 @@ import optuna
 
 from pipeline.config import StrategyConfig
 from pipeline.strategies import strategy_class
-from search.ordering import lehmer_decode, lehmer_encode, param_names
+from search.ordering import code_to_order, order_to_code, param_names
 from tasks.errors import LLLError
 
 
@@ -60,7 +60,7 @@ class SearchSpace:
             digits = [
                 trial.suggest_int(p, 0, len(self.tasks) - 1 - i) for i, p in enumerate(param_names(len(self.tasks)))
             ]
-            order = lehmer_decode(digits, self.tasks)
+            order = code_to_order(digits, self.tasks)
         name = (
             self.strategies[0] if len(self.strategies) == 1 else trial.suggest_categorical("strategy", self.strategies)
         )
@@ -75,7 +75,7 @@ class SearchSpace:
         """The Optuna params that make :meth:`suggest` return this candidate (for enqueue_trial)."""
         params: dict[str, Any] = {}
         if self.fixed_order is None:
-            params.update(dict(zip(param_names(len(self.tasks)), lehmer_encode(order, self.tasks), strict=True)))
+            params.update(dict(zip(param_names(len(self.tasks)), order_to_code(order, self.tasks), strict=True)))
         if len(self.strategies) > 1:
             params["strategy"] = strategy
         rng = self.lam_range(strategy)

@@ -7,7 +7,7 @@ import itertools
 import optuna
 import pytest
 
-from search.ordering import all_orderings, common_prefix, lehmer_decode, lehmer_encode
+from search.ordering import all_orderings, code_to_order, common_prefix, lehmer_decode, lehmer_encode, order_to_code
 from search.space import SearchSpace
 from search.study import make_sampler
 from tasks.errors import LLLError
@@ -68,3 +68,11 @@ def test_parallel_asks_are_not_all_the_same_point():
         study.tell(t, float(i % 5))
     pending = [space.suggest(study.ask()).order for _ in range(4)]
     assert len(set(pending)) > 1
+
+
+def test_search_code_is_read_suffix_first_and_round_trips():
+    """The first digit of a search trial's code picks the LAST task (what final ACC depends on most)."""
+    for perm in itertools.permutations(TASKS):
+        code = order_to_code(list(perm), TASKS)
+        assert code_to_order(code, TASKS) == list(perm)
+        assert code[0] == TASKS.index(perm[-1])
