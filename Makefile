@@ -27,7 +27,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 test: setup lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 bench: setup
 	$(BIN)/python bench/throughput.py

@@ -125,6 +125,7 @@ class SearchDriver:
     ) -> None:
         self.cfg, self.study, self.parent_run_id, self.progress = cfg, study, parent_run_id, progress
         self.summary = SearchSummary()
+        self._best: dict[str, float] | None = None  # best ACC/BWT so far, for the progress line
         self.queue: deque[TrialRun] = deque()  # asked, not started
         self.retry: deque[TrialRun] = deque()
         self.inflight: dict[Any, tuple[int, str, TrialRun | None]] = {}
@@ -224,9 +225,14 @@ class SearchDriver:
             run.trial.report(value, run.seed_idx * self.T + i - 1)
         return done >= 1 and run.trial.should_prune()
 
+    def _remaining(self, run: TrialRun) -> int:
+        """Task-trainings this trial still has to run (its current seed's rest and later seeds)."""
+        return (self.T - (len(run.rows) - 1)) + (len(run.seeds) - run.seed_idx - 1) * self.T
+
     def _advance(self, idx: int, run: TrialRun, first: int) -> None:
         done = len(run.rows) - 1
-        if self._report(run, first):
+        # A trial with nothing left to train is finished, never pruned: pruning would save nothing.
+        if self._report(run, first) and self._remaining(run) > 0:
             self._prune(idx, run)
         elif done == self.T:
             self._call(idx, "finish", run)
@@ -338,6 +344,7 @@ class SearchDriver:
         for k, v in attrs.items():
             run.trial.set_user_attr(k, v)
         self.study.tell(run.trial, objective_values(metrics, self.cfg.objective))
+        self._note_best(attrs)
         self.summary.complete += 1
         self.summary.trained += int(metrics["trained"])
         self.summary.reused += int(metrics["reused"])
@@ -347,7 +354,7 @@ class SearchDriver:
     def _prune(self, idx: int, run: TrialRun) -> None:
         done = len(run.rows) - 1
         order = run.candidate.order
-        saved = (self.T - done) + (len(run.seeds) - run.seed_idx - 1) * self.T
+        saved = self._remaining(run)
         partial = RMatrix(order[:done], [[row[n] for n in order[:done]] for row in run.rows])
         metrics = {"running_acc_at_prune": float(partial.values[done].mean()), "tasks_done": done}
         self._log(run, [partial], "pruned", "KILLED", metrics)
@@ -394,16 +401,23 @@ class SearchDriver:
         else:
             self._fail(None, run, f"worker lost {run.attempts} times ({type(exc).__name__}: {str(exc)[:200]})")
 
+    def _note_best(self, attrs: dict[str, Any]) -> None:
+        """Keep the best ACC and BWT seen so far (for the progress line) without re-reading the study."""
+        if self._best is None:
+            return
+        for k in ("acc", "bwt"):
+            v = attrs.get(k)
+            if v is not None and (self._best.get(k) is None or v > self._best[k]):
+                self._best[k] = v
+
     def _notify(self) -> None:
         if self.progress is None:
             return
-        best_acc = best_bwt = None
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            a, b = t.user_attrs.get("acc"), t.user_attrs.get("bwt")
-            if a is not None and (best_acc is None or a > best_acc):
-                best_acc = a
-            if b is not None and (best_bwt is None or b > best_bwt):
-                best_bwt = b
+        if self._best is None:  # read the study once (trials of earlier runs); then kept up to date
+            self._best = {}
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                self._note_best(t.user_attrs)
+        best_acc, best_bwt = self._best.get("acc"), self._best.get("bwt")
         self.progress(
             {
                 "done": self.done_before + self.summary.complete + self.summary.pruned + self.summary.failed,

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -249,8 +250,9 @@ def test_bad_input_fails_fast_with_one_line(workdir):
         (["search", "--strategies", "ewc,nope"], "unknown strategy"),
         (["export", "--study", "nope"], "no study named"),
     ]
-    for args, needle in cases:
-        res = lll(*args, cwd=workdir, timeout=120)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # independent commands: two at a time
+        results = list(pool.map(lambda case: lll(*case[0], cwd=workdir, timeout=120), cases))
+    for (args, needle), res in zip(cases, results, strict=True):
         assert res.returncode == 2, (args, res.stderr)
         lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
         assert lines[-1].startswith("error:") and needle in lines[-1], (args, res.stderr)
