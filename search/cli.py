@@ -532,17 +532,20 @@ def print_search_summary(name: str, summary, rec: dict | None, tracking_uri: str
     for f in s.failures[:5]:
         out.print(f"  failed: {f}", markup=False)
     if rec is not None:
-        out.print(f"recommended order: {' → '.join(rec['order'])}  ({rec['strategy']}, λ={rec['params']['lambda']})")
+        lam = rec["params"].get("lambda")
+        how = rec["strategy"] if lam is None else f"{rec['strategy']}, λ={lam:g}"
+        out.print(f"recommended order: {' → '.join(rec['order'])}  ({how})")
         std = f" ± {rec['acc_std'] * 100:.1f}" if rec.get("acc_std") else ""
         out.print(f"  ACC {rec['acc'] * 100:.2f}{std}   BWT {rec['bwt'] * 100:+.2f}   FWT {rec['fwt'] * 100:+.2f}")
         out.print(f"  {rec['confidence']['note']}", markup=False)
-        out.print(f"  re-run it: {rec['rerun']}", markup=False)
+        out.print(f"  re-run it: {rec['rerun']}", markup=False, soft_wrap=True)
     from pipeline.tracking import mask_url
 
+    # Commands are printed unwrapped (soft_wrap) so that they can be copied whole.
     extra = "" if storage == "sqlite:///optuna.db" else f" --storage '{mask_url(storage)}'"
-    out.print(f"export it: lll export --study {name}{extra} --out order.json", markup=False)
-    out.print(f"browse runs: lll ui --study {name}{extra}", markup=False)
-    out.print(f"resume/extend: lll search --study {name}{extra} --resume --trials N", markup=False)
+    out.print(f"export it: lll export --study {name}{extra} --out order.json", markup=False, soft_wrap=True)
+    out.print(f"browse runs: lll ui --study {name}{extra}", markup=False, soft_wrap=True)
+    out.print(f"resume/extend: lll search --study {name}{extra} --resume --trials N", markup=False, soft_wrap=True)
 
 
 def _open_study(study: str, storage: str):
