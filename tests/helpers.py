@@ -33,6 +33,13 @@ def tiny_pool_yaml(name: str, train_per_task: int, test_per_task: int, rotated_a
     return f"name: {name}\ntrain_per_task: {train_per_task}\ntest_per_task: {test_per_task}\ntasks:\n{tasks}"
 
 
+def pool_workdir(tmp_path_factory, name: str, pool_yaml: str) -> Path:
+    """A fresh folder holding ``pool.yaml`` for a module's `lll` commands to run in."""
+    d = tmp_path_factory.mktemp(name)
+    (d / "pool.yaml").write_text(pool_yaml)
+    return d
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:

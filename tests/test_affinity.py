@@ -13,7 +13,7 @@ import networkx as nx
 import numpy as np
 import optuna
 import pytest
-from helpers import lll, tiny_pool_yaml
+from helpers import lll, pool_workdir, tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
@@ -285,9 +285,7 @@ EPOCHS = 2
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("affinity")
-    (d / "pool.yaml").write_text(POOL_YAML)
-    return d
+    return pool_workdir(tmp_path_factory, "affinity", POOL_YAML)
 
 
 @pytest.mark.slow

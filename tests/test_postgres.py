@@ -125,7 +125,8 @@ def postgres(request) -> Postgres:
     try:
         pg.start()
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"could not start a PostgreSQL server here: {exc}")
+        # The programs are installed, so a server that will not start is a real failure, not a skip.
+        pytest.fail(f"PostgreSQL is installed but did not start on 127.0.0.1: {exc}")
     return pg
 
 

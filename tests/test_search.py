@@ -19,7 +19,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from helpers import lll, tiny_pool_yaml
+from helpers import lll, pool_workdir, tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -37,9 +37,7 @@ EPOCHS = 2
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("search")
-    (d / "pool.yaml").write_text(POOL_YAML)
-    return d
+    return pool_workdir(tmp_path_factory, "search", POOL_YAML)
 
 
 def request(workdir: Path, **kw) -> SearchRequest:

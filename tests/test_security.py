@@ -176,23 +176,22 @@ def test_a_real_checkpoint_still_loads(tmp_path):
 TAG = '!!python/object/apply:os.system ["touch {marker}"]'
 
 
-def test_pool_yaml_with_a_python_tag_is_an_error_and_runs_nothing(tmp_path):
+@pytest.mark.parametrize(
+    ("file", "text", "flag"),
+    [
+        ("evil-pool.yaml", "name: evil\ntasks:\n  - name: a\n    seed: {tag}\n", "--pool"),
+        ("evil-run.yaml", "pool: {tag}\nseed: 1\n", "--config"),
+    ],
+)
+def test_yaml_with_a_python_tag_is_an_error_and_runs_nothing(tmp_path, file, text, flag):
     marker = tmp_path / "pwned"
-    pool = tmp_path / "evil-pool.yaml"
-    pool.write_text(f"name: evil\ntasks:\n  - name: a\n    seed: {TAG.format(marker=marker)}\n")
-    res = lll("run", "--pool", str(pool), "--no-track", cwd=tmp_path)
+    path = tmp_path / file
+    path.write_text(text.format(tag=TAG.format(marker=marker)))
+    res = lll("run", flag, str(path), "--no-track", cwd=tmp_path)
     one_line_error(res, "not valid YAML")
-    with pytest.raises(LLLError, match="not valid YAML"):  # `lll search --pool` takes the same path
-        load_pool(str(pool))
-    assert not marker.exists()
-
-
-def test_run_config_yaml_with_a_python_tag_is_an_error_and_runs_nothing(tmp_path):
-    marker = tmp_path / "pwned"
-    cfg = tmp_path / "evil-run.yaml"
-    cfg.write_text(f"pool: {TAG.format(marker=marker)}\nseed: 1\n")
-    res = lll("run", "--config", str(cfg), "--no-track", cwd=tmp_path)
-    one_line_error(res, "not valid YAML")
+    if flag == "--pool":  # `lll search --pool` takes the same path
+        with pytest.raises(LLLError, match="not valid YAML"):
+            load_pool(str(path))
     assert not marker.exists()
 
 
