@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MODEL_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class TrainConfig(BaseModel):
@@ -13,7 +16,8 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    hidden: tuple[int, ...] = (50, 50, 50)
+    model: str | None = None  # mlp | cnn | memn2n | module:function; None: the pool's (memn2n for text, else mlp)
+    hidden: tuple[Annotated[int, Field(gt=0)], ...] = (50, 50, 50)
     heads: Literal["shared", "per-task", "growing"] | None = None  # None: the pool's default
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(0.01, gt=0)
@@ -23,6 +27,13 @@ class TrainConfig(BaseModel):
     init: Literal["he", "torch"] = "he"
     clip: float | None = Field(1.0, gt=0)  # gradient-norm clipping; None disables it
     device: str = "auto"  # auto: CUDA when this process holds a GPU, else CPU
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, v: str | None) -> str | None:
+        if v is None or v in ("mlp", "cnn", "memn2n") or MODEL_REF.match(v):
+            return v
+        raise ValueError(f"unknown model {v!r}; use mlp, cnn, memn2n or module:function (your own factory)")
 
 
 class StrategyConfig(BaseModel):

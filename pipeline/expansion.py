@@ -24,9 +24,13 @@ def linears(mlp: MLP) -> list[nn.Linear]:
     return [m for m in mlp.body if isinstance(m, nn.Linear)]
 
 
-def require_mlp(model: nn.Module, strategy: str, growing_ok: bool = True) -> None:
-    if not isinstance(model, MLP):
-        raise LLLError(f"strategy {strategy!r} works on the MLP; it cannot run on a {model.spec['kind']!r} model")
+def require_mlp(model: nn.Module, strategy: str, growing_ok: bool = True, kinds: tuple[str, ...] = ("mlp",)) -> None:
+    """Refuse, in one line naming the models it supports, a model this strategy cannot grow or cut."""
+    kind = model.spec["kind"]
+    if kind not in kinds or (kind == "mlp" and not isinstance(model, MLP)):
+        names = ", ".join(f"--model {k}" if k != "user" else "--model module:function" for k in kinds)
+        shown = model.spec.get("factory", kind)
+        raise LLLError(f"strategy {strategy!r} supports {names} only; it cannot run on the {shown!r} model")
     if not growing_ok and "growing" in model.spec:
         raise LLLError(
             f"strategy {strategy!r} picks its parameters by the task's identity at test time (task-incremental); "

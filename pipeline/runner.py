@@ -175,7 +175,8 @@ class SequenceRun:
                     break
         if state is None:
             init_seed = seed_from(seed, "init")
-            model = model_for_pool(pool, train_cfg.hidden, train_cfg.heads, train_cfg.init, init_seed)
+            cfg = train_cfg
+            model = model_for_pool(pool, cfg.hidden, cfg.heads, cfg.init, init_seed, cfg.model)
             self.model = model.to(self.device)
             self.rows = [evaluate(self.model, self.strategy, self.all_tasks, self.device)]
             self.sizes: list[dict[str, int]] = []

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -54,13 +54,24 @@ class PoolSpec(BaseModel):
 
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
-    source: Literal["mnist-5k", "mnist", "babi-gen", "babi"] = "mnist-5k"
+    source: Literal["mnist-5k", "mnist", "babi-gen", "babi", "python"] = "mnist-5k"
+    factory: str | None = None  # source python: "module:function" returning the tasks (tasks/user_code.py)
+    n_classes: int | None = Field(None, gt=0)  # source python: labels are 0..n_classes-1 (default: max + 1)
     babi_variant: str = Field("en", pattern=NAME_PATTERN)  # folder of tasks_1-20_v1-2 read by source babi
-    train_per_task: int = Field(1000, gt=0)
-    test_per_task: int = Field(500, gt=0)
+    train_per_task: int | None = Field(1000, gt=0)  # None: all (source python's default)
+    test_per_task: int | None = Field(500, gt=0)
     seed: int = 0
     heads: Literal["shared", "per-task", "growing"] = "shared"  # growing: class-incremental
-    tasks: list[TaskSpec] = Field(min_length=1)
+    train: dict[str, Any] = {}  # training defaults for this pool (keys of `lll run`'s `train:`); flags override
+    tasks: list[TaskSpec] = []  # source python: optional (default: every task the factory returns, in its order)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _python_takes_all(cls, data: Any) -> Any:
+        """A python source uses all the examples its factory returns unless the pool caps them."""
+        if isinstance(data, dict) and data.get("source") == "python":
+            data = {"train_per_task": None, "test_per_task": None, **data}
+        return data
 
     @field_validator("tasks")
     @classmethod
@@ -73,6 +84,17 @@ class PoolSpec(BaseModel):
 
     @model_validator(mode="after")
     def _text_or_images(self) -> PoolSpec:
+        if self.source == "python":
+            if self.factory is None:
+                raise ValueError("source python needs `factory: module:function` (a function returning the tasks)")
+            for t in self.tasks:
+                if t.transforms or t.babi_task is not None:
+                    raise ValueError(f"task {t.name}: a python source's tasks take no transforms or babi_task")
+            return self
+        if self.factory is not None or self.n_classes is not None:
+            raise ValueError(f"`factory:` and `n_classes:` need `source: python`, not {self.source}")
+        if not self.tasks:
+            raise ValueError("list at least one task under `tasks:`")
         text = self.source in TEXT_SOURCES
         for t in self.tasks:
             if text and (t.babi_task is None or t.transforms):
@@ -123,7 +145,12 @@ class TaskPool:
     def _fingerprint(self) -> str:
         # What was learned: the spec (its description aside) and every task's fingerprint, which
         # also records what the source provided (e.g. full MNIST or its test set split 80/20).
-        spec = self.spec.model_dump(mode="json", exclude={"description"})
+        # Training defaults are not what is learned (the training config is keyed separately), and
+        # keys a pool does not use are left out so that older pools keep their fingerprints.
+        spec = self.spec.model_dump(mode="json", exclude={"description", "train"})
+        for key in ("factory", "n_classes"):
+            if spec[key] is None:
+                del spec[key]
         return stable_hash(spec, {n: t.fingerprint() for n, t in self.tasks.items()})[:16]
 
     def fingerprint(self) -> str:
@@ -138,6 +165,23 @@ class TaskPool:
     def resolve_order(self, order: str | list[str] | None) -> list[str]:
         """Validate an ordering (comma-separated or a list); ``None`` means the pool's own order."""
         return check_order(self.names, order, self.name)
+
+    @classmethod
+    def from_arrays(cls, name: str, tasks: dict, heads: str = "shared", **spec: Any) -> TaskPool:
+        """A pool from ``{task: (x_train, y_train, x_test, y_test)}`` (tensors or numpy arrays) or
+        ``{task: (train_dataset, test_dataset)}`` (torch Datasets of (x, y) items), for the Python
+        API (``run_ordering``). ``spec`` takes other pool keys (``n_classes``, ``seed``, ``train``…).
+        For the command line and Ray workers, name a factory in a pool YAML instead."""
+        pool_spec = parse_pool_spec(
+            {"name": name, "source": "python", "factory": "<arrays>:from_arrays", "heads": heads, **spec},
+            f"pool {name}",
+        )
+        return python_pool(pool_spec, tasks)
+
+    @classmethod
+    def from_datasets(cls, name: str, tasks: dict, heads: str = "shared", **spec: Any) -> TaskPool:
+        """``{task: (train_dataset, test_dataset)}``: see :meth:`from_arrays`."""
+        return cls.from_arrays(name, tasks, heads, **spec)
 
 
 def check_order(names: list[str], order: str | list[str] | None, pool_name: str) -> list[str]:
@@ -202,7 +246,41 @@ def build_task(spec: TaskSpec, pool: PoolSpec, source) -> Task:
     return Task(spec.name, xtr, ytr, xte, yte, n_classes_after(list(spec.transforms)), spec_dict)
 
 
+def python_pool(spec: PoolSpec, data: object) -> TaskPool:
+    """A pool from what a factory returned (checked by :func:`tasks.user_code.check_tasks`). The
+    spec lists the tasks (all the factory returned, in its order, unless the spec picks some), and
+    each task's spec holds a hash of its data, so a changed factory is a different pool."""
+    from tasks.user_code import check_tasks
+
+    where = f"task factory {spec.factory}" if not spec.factory.startswith("<") else f"pool {spec.name}"
+    checked = check_tasks(data, where, spec.n_classes, spec.train_per_task, spec.test_per_task, spec.seed)
+    wanted = [t.name for t in spec.tasks] or list(checked)
+    missing = [n for n in wanted if n not in checked]
+    if missing:
+        raise LLLError(f"{where} returned no task {missing[0]!r} (it returned {', '.join(checked)}); fix `tasks:`")
+    if not spec.tasks:
+        spec = parse_pool_spec({**spec.model_dump(mode="json"), "tasks": [{"name": n} for n in wanted]}, where)
+    tasks = {}
+    for n in wanted:
+        c = checked[n]
+        task_spec = {
+            "name": n,
+            "source": "python",
+            "factory": spec.factory,
+            "data": c["data_hash"],
+            "pool_seed": spec.seed,
+            "train": len(c["y_train"]),
+            "test": len(c["y_test"]),
+        }
+        tasks[n] = Task(n, c["x_train"], c["y_train"], c["x_test"], c["y_test"], c["n_classes"], task_spec)
+    return TaskPool(spec, tasks)
+
+
 def build_pool(spec: PoolSpec, data_dir: str | None = None, download: bool = False) -> TaskPool:
+    if spec.source == "python":
+        from tasks.user_code import call_factory
+
+        return python_pool(spec, call_factory(spec.factory))
     if spec.source in TEXT_SOURCES:
         from tasks.babi import build_babi_pool  # imports this module
 

@@ -71,7 +71,7 @@ class ExpertGate(Strategy):
             if grow is not None:
                 grow(task)
         else:
-            require_mlp(model, self.name)
+            require_mlp(model, self.name, kinds=("mlp", "cnn", "user"))  # experts are rebuilt from any spec
             expert, model = model, ExpertNet([], [], input_dim, self.gate_hidden)
             self.related.append({"task": task.name, "from": None, "errors": []})
         gate = AutoEncoder(input_dim, self.gate_hidden).to(device)
