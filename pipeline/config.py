@@ -57,6 +57,7 @@ class RunConfig(BaseModel):
     strategy: StrategyConfig = StrategyConfig()
     train: TrainConfig = TrainConfig()
     seed: int = 0
+    seeds: list[int] | None = Field(None, min_length=1)  # several seeds: R and metrics are their mean
     data_dir: str | None = None
     download: bool = False
     train_per_task: int | None = Field(None, gt=0)

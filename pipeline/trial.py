@@ -82,3 +82,52 @@ def record_result(
         )
     tracking.end_run(uri, run_id)
     return run_id
+
+
+def seed_metrics(rmats: list[RMatrix]) -> dict[str, float]:
+    """ACC/BWT/FWT/forgetting as the mean over seeds of each seed's value, and the std of ACC and
+    BWT — computed exactly as the search driver does, so `lll run --seeds` prints the number a
+    study exported."""
+    import numpy as np
+
+    per = {k: [getattr(r, k)() for r in rmats] for k in ("acc", "bwt", "fwt", "forgetting")}
+    metrics = {k: float(np.mean(v)) for k, v in per.items()}
+    metrics.update({f"{k}_std": float(np.std(v)) for k, v in per.items() if k in ("acc", "bwt")})
+    return metrics
+
+
+def mean_rmatrix(rmats: list[RMatrix]) -> RMatrix:
+    import numpy as np
+
+    return RMatrix(rmats[0].tasks, np.mean([r.values for r in rmats], axis=0))
+
+
+def record_seeds(
+    uri: str, experiment: str, run_name: str, results: list[RunResult], seeds: list[int], params: Mapping[str, Any]
+) -> str:
+    """Log one ordering trained on several seeds as one MLflow run: the mean R, the seed-mean
+    metrics (and each seed's ACC/BWT as ``acc_seed{s}``), each seed's R and final checkpoint."""
+    if len(results) == 1:
+        return record_result(uri, experiment, run_name, results[0], params)
+    rmats = [r.rmatrix for r in results]
+    metrics = seed_metrics(rmats)
+    for s, r in zip(seeds, rmats, strict=True):
+        metrics.update({f"acc_seed{s}": r.acc(), f"bwt_seed{s}": r.bwt()})
+    metrics.update(seconds=sum(r.seconds for r in results), tasks_trained=sum(r.trained for r in results))
+    run_id = tracking.start_run(uri, experiment, run_name)
+    with tempfile.TemporaryDirectory() as tmp:
+        files: list[tuple[str, Path]] = []
+        for s, res in zip(seeds, results, strict=True):
+            per_seed = Path(tmp) / f"R_seed{s}.json"
+            res.rmatrix.to_json(per_seed)
+            files.append(("per_seed", per_seed))
+            meta = {"order": list(res.rmatrix.tasks), "seed": s}
+            ckpt = save_checkpoint(Path(tmp) / f"seed{s}" / "final.pt", res.model, res.strategy, meta)
+            files.append((f"checkpoints/seed{s}", ckpt))
+        series = step_series(results[0])
+        series["running_acc"] = running_accuracy(mean_rmatrix(rmats))
+        tracking.log_ordering_run(
+            uri, run_id, mean_rmatrix(rmats), params, extra_metrics=metrics, step_metrics=series, files=files
+        )
+    tracking.end_run(uri, run_id)
+    return run_id

@@ -27,10 +27,22 @@ def check_address(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def runtime_env() -> dict | None:
+    """The user's task and model modules (imported so far through ``module:function``), shipped
+    to every worker as ``py_modules``: the same factories then import on a cluster whose nodes do
+    not have the user's files. None when there is nothing to ship."""
+    from tasks.user_code import shipped_modules
+
+    modules = shipped_modules()
+    return {"py_modules": modules} if modules else None
+
+
 def connect(address: str | None = None, num_cpus: int | None = None) -> dict[str, float]:
     """``ray.init`` on this machine (address None) or join a cluster; returns cluster resources.
 
     Locally Ray stays on 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) without a dashboard.
+    Call it after the pool is built and a ``--model module:function`` imported: their modules are
+    shipped to the workers (:func:`runtime_env`).
     """
     if not address:  # a local Ray stays on 127.0.0.1 (and refuses other nodes)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -38,10 +50,11 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict[str
 
     if ray.is_initialized():
         return ray.cluster_resources()
+    env = runtime_env()
     if address:
         check_address(address)
         try:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, runtime_env=env)
         except Exception as exc:  # auth token refused, version mismatch, ...
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise LLLError(
@@ -56,6 +69,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict[str
             logging_level=logging.WARNING,
             log_to_driver=False,
             object_store_memory=200 * 1024 * 1024,
+            runtime_env=env,
         )
     return ray.cluster_resources()
 

@@ -48,7 +48,9 @@ def validated(model: type[BaseModel], data: dict[str, Any], where: str, flags: d
         return model.model_validate(data)
     except ValidationError as exc:
         path, problem = explain_validation_error(exc, model, data)
-        flag = (flags or {}).get(".".join(str(p) for p in first_error(exc)["loc"]))
+        loc = [str(p) for p in first_error(exc)["loc"]]
+        keys = [".".join(loc[:n]) for n in range(len(loc), 0, -1)]  # train.hidden.0 → train.hidden
+        flag = next((f for k in keys if (f := (flags or {}).get(k))), None)
         if flag is None:
             raise LLLError(f"{where}: {path}: {problem}") from None
         also = f" (or `{path}` in {where})" if where != "settings" else ""
@@ -114,8 +116,8 @@ def parse_ints(text: str | None, flag: str) -> list[int] | None:
         raise LLLError(f"{flag} takes comma-separated integers, e.g. {flag} 50,50,50") from None
 
 
-def print_rmatrix(r) -> None:
-    table = Table(title="R: test accuracy (%) — rows: after training, columns: task tested")
+def print_rmatrix(r, title: str = "R: test accuracy (%)") -> None:
+    table = Table(title=f"{title} — rows: after training, columns: task tested")
     table.add_column("", style="bold")
     for t in r.tasks:
         table.add_column(t, justify="right")

@@ -29,6 +29,8 @@ RUN_FLAGS = {
     "strategy.lam": "--lambda",
     "strategy.options": "--option",
     "seed": "--seed",
+    "seeds": "--seeds",
+    "train.model": "--model",
     "train.epochs": "--epochs",
     "train.hidden": "--hidden",
     "train.heads": "--heads",
@@ -47,15 +49,29 @@ RUN_FLAGS = {
 }
 
 
+def pool_train_defaults(pool: str | None, data_dir: str | None = None) -> dict[str, Any]:
+    """The pool's own training defaults (its YAML's `train:` section), checked; flags and
+    --config override them."""
+    from pipeline.config import TrainConfig
+    from tasks.registry import DEFAULT_POOL, resolve_pool_spec
+
+    spec = resolve_pool_spec(pool or DEFAULT_POOL, data_dir)
+    validated(TrainConfig, dict(spec.train), f"pool {spec.name}: train")
+    return dict(spec.train)
+
+
 def preflight_run(cfg: Any, out_path: Path | None) -> None:
     """Catch the usual mistakes (pool, order, data folder, output path, strategy) before any data
     is loaded or model trained: cheapest checks first, so a typo answers in well under a second."""
+    from pipeline.models import check_model_name
     from tasks.pool import check_order
     from tasks.registry import resolve_pool_spec
     from tasks.sources import locate_mnist
 
     spec = resolve_pool_spec(cfg.pool, cfg.data_dir, cfg.train_per_task, cfg.test_per_task)
-    check_order([t.name for t in spec.tasks], cfg.order, spec.name)
+    if spec.tasks:  # a python source may leave its tasks to the factory
+        check_order([t.name for t in spec.tasks], cfg.order, spec.name)
+    check_model_name(cfg.train.model)
     if spec.source == "mnist" and cfg.data_dir is not None and not cfg.download:
         locate_mnist(cfg.data_dir)
     if out_path is not None and not out_path.expanduser().resolve().parent.is_dir():
@@ -76,6 +92,12 @@ def run(
     lam: Annotated[float | None, typer.Option("--lambda", help="Strategy strength λ [default: the strategy's]")] = None,
     option: Annotated[list[str] | None, typer.Option(help="Strategy option KEY=VALUE (repeatable)")] = None,
     seed: Annotated[int | None, typer.Option(help="Global seed [default: 0]")] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Train on each of these seeds, e.g. 0,1,2; report the mean R (not with --seed)")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="mlp | cnn | module:function (your own) [default: the pool's, else mlp]")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per task [default: 10]")] = None,
     hidden: Annotated[str | None, typer.Option(help="Hidden sizes, e.g. 50,50,50")] = None,
     heads: Annotated[str | None, typer.Option(help=HEADS_HELP)] = None,
@@ -107,8 +129,10 @@ def run(
     if option:
         strat["options"] = {**config_section(strat, "options", where), **parse_options(option)}
     hidden_sizes = parse_ints(hidden, "--hidden")
+    the_pool = pool or base.get("pool")
     train = merge(
-        config_section(base, "train", where),
+        {**pool_train_defaults(the_pool, data_dir or base.get("data_dir")), **config_section(base, "train", where)},
+        model=model,
         epochs=epochs,
         hidden=hidden_sizes,
         heads=heads,
@@ -129,6 +153,7 @@ def run(
         pool=pool,
         order=order_list,
         seed=seed,
+        seeds=parse_ints(seeds, "--seeds"),
         data_dir=data_dir,
         train_per_task=train_per_task,
         test_per_task=test_per_task,
@@ -138,26 +163,37 @@ def run(
     cfg_dict.update(strategy=strat, train=train, download=download or base.get("download", False))
     if no_track:
         cfg_dict["tracking_uri"] = None
+    if cfg_dict.get("seeds") is not None and (seed is not None or "seed" in base):
+        raise LLLError("--seed and --seeds both given; use --seeds 0,1,2 alone (or --seed N for one seed)")
     cfg = validated(RunConfig, cfg_dict, where, RUN_FLAGS)
     preflight_run(cfg, out_path)
-    result, run_id = execute_run(cfg)
-    print_rmatrix(result.rmatrix)
+    results, run_id = execute_run(cfg)
+    seed_list = cfg.seeds or [cfg.seed]
+    result = results[0]
+    if len(results) == 1:
+        print_rmatrix(result.rmatrix)
+        summary = result.rmatrix.to_dict()
+    else:
+        summary = print_seed_mean(results, seed_list)
     print_sizes(result.rmatrix.tasks, result.sizes)
     if out_path is not None:
         payload = {
-            **result.rmatrix.to_dict(),
+            **summary,
             "strategy": cfg.strategy.name,
             "params": {
                 "pool": cfg.pool,
                 "order": list(result.rmatrix.tasks),
                 "lambda": result.strategy.lam,
-                "seed": cfg.seed,
+                "seed": seed_list[0],
+                "seeds": seed_list,
                 "options": cfg.strategy.options,
                 "train": cfg.train.model_dump(mode="json"),
             },
             "sizes": result.sizes,
             "mlflow_run_id": run_id,
         }
+        if len(results) > 1:
+            payload["per_seed"] = [{"seed": s, **r.rmatrix.to_dict()} for s, r in zip(seed_list, results, strict=True)]
         try:
             out_path.write_text(json.dumps(payload, indent=2))
         except OSError as exc:
@@ -169,14 +205,31 @@ def run(
         out.print(f"recorded in MLflow run {run_id} ({mask_url(cfg.tracking_uri)}); browse with: lll ui", markup=False)
 
 
+def print_seed_mean(results: list, seeds: list[int]) -> dict[str, Any]:
+    """The mean R over seeds, the seed-mean metrics (as the search computes them) and each seed's."""
+    from pipeline.trial import mean_rmatrix, seed_metrics
+
+    mean = mean_rmatrix([r.rmatrix for r in results])
+    print_rmatrix(mean, f"mean R over seeds {','.join(map(str, seeds))}: test accuracy (%)")
+    m = seed_metrics([r.rmatrix for r in results])
+    each = ", ".join(f"seed {s}: {r.rmatrix.acc() * 100:.2f}" for s, r in zip(seeds, results, strict=True))
+    out.print(
+        f"seed mean: ACC {m['acc'] * 100:.2f} ± {m['acc_std'] * 100:.2f}   BWT {m['bwt'] * 100:+.2f} ± "
+        f"{m['bwt_std'] * 100:.2f}   FWT {m['fwt'] * 100:+.2f}   (ACC per {each})",
+        markup=False,
+    )
+    return {**mean.to_dict(), **m}
+
+
 def execute_run(cfg):
-    """Build the pool, train the ordering with a progress bar, record it. Returns (result, run_id)."""
+    """Build the pool, train the ordering on each seed with a progress bar, record it in one
+    MLflow run. Returns (results, run_id)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pipeline.runner import run_ordering
     from pipeline.strategies import make_strategy
     from pipeline.tracking import check_tracking_uri
-    from pipeline.trial import record_result, trial_params
+    from pipeline.trial import record_seeds, trial_params
     from tasks.registry import load_pool
 
     make_strategy(cfg.strategy)  # bad strategy/λ/options fail before any data is loaded
@@ -194,22 +247,30 @@ def execute_run(cfg):
         console=err,
         transient=True,
     ) as progress:
-        tasks_bar = progress.add_task("tasks", total=len(order))
+        seeds = cfg.seeds or [cfg.seed]
+        tasks_bar = progress.add_task("tasks", total=len(order) * len(seeds))
         epochs_bar = progress.add_task("epochs", total=cfg.train.epochs)
 
         def on_epoch(name: str, e: int) -> None:
             progress.update(epochs_bar, completed=e, description=f"epochs of {name}")
 
-        def on_task(i: int, name: str, row: dict) -> None:
-            progress.update(tasks_bar, completed=i, description=f"tasks (last: {name})")
-            progress.reset(epochs_bar, total=cfg.train.epochs)
+        results = []
+        for k, s in enumerate(seeds):
+            at = f"seed {s}: " if len(seeds) > 1 else ""
 
-        result = run_ordering(the_pool, order, cfg.strategy, cfg.train, cfg.seed, on_task=on_task, on_epoch=on_epoch)
+            def on_task(i: int, name: str, row: dict, done: int = k * len(order), at: str = at) -> None:
+                progress.update(tasks_bar, completed=done + i, description=f"{at}tasks (last: {name})")
+                progress.reset(epochs_bar, total=cfg.train.epochs)
+
+            results.append(
+                run_ordering(the_pool, order, cfg.strategy, cfg.train, s, on_task=on_task, on_epoch=on_epoch)
+            )
     run_id = None
     if cfg.tracking_uri:
-        params = trial_params(the_pool, order, cfg.strategy, cfg.train, cfg.seed)
-        params["lambda"] = result.strategy.lam
-        run_id = record_result(
-            cfg.tracking_uri, cfg.experiment, f"{cfg.strategy.name} {','.join(order)}", result, params
-        )
-    return result, run_id
+        params = trial_params(the_pool, order, cfg.strategy, cfg.train, seeds[0])
+        params["lambda"] = results[0].strategy.lam
+        if len(seeds) > 1:
+            params["seeds"] = ",".join(map(str, seeds))
+        name = f"{cfg.strategy.name} {','.join(order)}"
+        run_id = record_seeds(cfg.tracking_uri, cfg.experiment, name, results, seeds, params)
+    return results, run_id

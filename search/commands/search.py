@@ -49,6 +49,7 @@ def search(
     optimizer: Annotated[str | None, typer.Option(help="sgd | adam [default: sgd]")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size [default: 32]")] = None,
     heads: Annotated[str | None, typer.Option(help=HEADS_HELP)] = None,
+    model: Annotated[str | None, typer.Option(help="mlp | cnn | module:function [default: mlp]")] = None,
     train_per_task: Annotated[int | None, typer.Option(help="Training images per task")] = None,
     test_per_task: Annotated[int | None, typer.Option(help="Test images per task")] = None,
     data_dir: Annotated[str | None, typer.Option(help="MNIST IDX folder (full MNIST)")] = None,
@@ -79,6 +80,7 @@ def search(
         raise LLLError("--seeds must be at least 1")
     train = merge(
         {},
+        model=model,
         epochs=epochs,
         hidden=parse_ints(hidden, "--hidden"),
         lr=lr,
@@ -89,6 +91,13 @@ def search(
     from pipeline.config import TrainConfig
 
     validated(TrainConfig, train, "settings")
+    if not resume:  # a new study starts from the pool's training defaults; flags override them
+        from search.commands.run import pool_train_defaults
+
+        train = {**pool_train_defaults(pool, data_dir), **train}
+        from pipeline.models import check_model_name
+
+        check_model_name(train.get("model"))  # imported now: fails before Ray, and is shipped to workers
     req = SearchRequest(
         pool=pool,
         strategies=[s.strip() for s in strategies.split(",") if s.strip()] if strategies else None,
