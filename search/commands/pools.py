@@ -17,8 +17,8 @@ def pools() -> None:
     for name in BUILTIN_POOLS:
         spec = builtin_spec(name)
         label = f"{name} (default)" if name == DEFAULT_POOL else name
-        row = (label, ", ".join(t.name for t in spec.tasks), spec.source, spec.heads, train_defaults(spec.train, spec.source))
-        table.add_row(*row, spec.description)
+        defaults = train_defaults(spec.train, spec.source)
+        table.add_row(label, ", ".join(t.name for t in spec.tasks), spec.source, spec.heads, defaults, spec.description)
     out.print(table)
     out.print(
         "training defaults: what `lll run` and `lll search` use on that pool unless a flag or --config says "
