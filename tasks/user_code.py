@@ -168,7 +168,10 @@ def dataset_arrays(dataset: Any, where: str) -> tuple[torch.Tensor, torch.Tensor
 
 def _four(name: str, value: Any, ref: str) -> tuple:
     """One task's value → (x_train, y_train, x_test, y_test), Datasets materialised."""
-    if isinstance(value, tuple | list) and len(value) == 2:
+    import torch
+
+    arrays = (np.ndarray, torch.Tensor)
+    if isinstance(value, tuple | list) and len(value) == 2 and not isinstance(value[0], arrays):
         train, test = value
         return (
             *dataset_arrays(train, f"task {name!r} train dataset"),
