@@ -94,11 +94,12 @@ def main() -> None:
     ap.add_argument("--download", action="store_true", help="download bAbI into --data-dir when missing")
     ap.add_argument("--order", default=None, help="comma-separated task order [default: the pool's]")
     ap.add_argument("--watch", default=None, help="task whose accuracy is followed [default: see above]")
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    ap.add_argument("--lr", type=float, default=0.01)
+    # Training settings default to the pool's own defaults (its `train:`), i.e. what `lll run` uses.
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--optimizer", default=None, choices=["adam", "sgd"])
+    ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--hidden", default="50,50,50", help="memory width per hop (d = 50, 3 hops)")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-per-task", type=int, default=None)
     ap.add_argument("--test-per-task", type=int, default=None)
@@ -113,12 +114,10 @@ def main() -> None:
         order = pool.resolve_order(args.order)
         watch = args.watch or default_watch(pool, order)
         pool[watch]  # a clear error for an unknown name
+        given = {"epochs": args.epochs, "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size}
         cfg = TrainConfig(
-            epochs=args.epochs,
-            optimizer=args.optimizer,
-            lr=args.lr,
+            **{**pool.spec.train, **{k: v for k, v in given.items() if v is not None}},
             hidden=tuple(int(h) for h in args.hidden.split(",")),
-            batch_size=args.batch_size,
             device="cpu",
         )
     except LLLError as exc:
@@ -150,7 +149,8 @@ def main() -> None:
 
     title = (
         f"bAbI pool {pool.name}: sequential vs joint training of a memory network "
-        f"({cfg.optimizer} lr {cfg.lr}, {cfg.epochs} epochs/task, {n_train} questions/task, seed {args.seed})"
+        f"({cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}, {cfg.epochs} epochs/task, {n_train} questions/task, "
+        f"seed {args.seed})"
     )
     plot(pool, order, watch, naive, joint, Path(args.out), title)
     print(f"\nwrote {args.out}")
