@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from helpers import lll
 from torch.utils.data import TensorDataset
 
@@ -224,15 +225,31 @@ def test_hidden_must_be_positive_one_line(tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+def test_the_example_pool_file(monkeypatch):
+    monkeypatch.chdir(EXAMPLES)
+    pool = build_pool(parse_pool_spec(yaml.safe_load((EXAMPLES / "digits.yaml").read_text()), "digits.yaml"))
+    assert pool.names == ["upright", "mirrored", "rot90", "noisy", "inverted"]
+    assert pool["rot90"].input_shape == (8, 8) and pool["rot90"].n_classes == 10
+    assert pool.spec.train["optimizer"] == "adam"
+
+
+# The example's module with three of its tasks and tiny data, so the end-to-end test stays fast.
+TINY_YAML = """name: digits-tiny
+source: python
+factory: digits:make_tasks
+train_per_task: 60
+test_per_task: 30
+train: {optimizer: adam, lr: 0.003, epochs: 1, hidden: [16]}
+tasks: [{name: upright}, {name: rot90}, {name: inverted}]
+"""
+
+
 @pytest.fixture(scope="module")
 def example_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("example")
-    for f in ("digits.py", "digits.yaml"):
-        shutil.copy(EXAMPLES / f, d / f)
+    shutil.copy(EXAMPLES / "digits.py", d / "digits.py")
+    (d / "digits.yaml").write_text(TINY_YAML)
     return d
-
-
-TINY = ["--train-per-task", "60", "--test-per-task", "30", "--epochs", "1"]
 
 
 @pytest.mark.e2e
@@ -241,7 +258,7 @@ def test_example_run_search_export_rerun(example_dir):
     user model, a search with the CNN on Ray, the export, and its rerun giving the same numbers."""
     d, uri = example_dir, f"sqlite:///{example_dir}/mlflow.db"
     res = lll("run", "--pool", "digits.yaml", "--model", "digits:make_model", "--seeds", "0,1", "--lr", "0.01",
-              *TINY, "--tracking-uri", uri, "--out", "run.json", cwd=d)  # fmt: skip
+              "--tracking-uri", uri, "--out", "run.json", cwd=d)  # fmt: skip
     assert res.returncode == 0, res.stderr
     run = json.loads((d / "run.json").read_text())
     assert run["params"]["train"]["optimizer"] == "adam" and run["params"]["train"]["lr"] == 0.01  # pool + flag
@@ -261,7 +278,7 @@ def test_example_run_search_export_rerun(example_dir):
     storage = f"sqlite:///{d}/optuna.db"
     res = lll("search", "--pool", "digits.yaml", "--model", "cnn", "--strategies", "naive,ewc", "--trials", "3",
               "--seeds", "2", "--workers", "1", "--study", "ex", "--storage", storage, "--tracking-uri", uri,
-              *TINY, cwd=d)  # fmt: skip
+              cwd=d)  # fmt: skip
     assert res.returncode == 0, res.stderr
     res = lll("export", "--study", "ex", "--storage", storage, "--out", "order.json", cwd=d)
     assert res.returncode == 0, res.stderr
