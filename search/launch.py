@@ -130,6 +130,9 @@ def prepare(req: SearchRequest):
             settings.get("train_per_task"),
             settings.get("test_per_task"),
         )
+        from pipeline.models import check_model_name
+
+        check_model_name(settings["train"].get("model"))  # a user model's module is shipped to the workers
         if pool.fingerprint() != settings["pool_fingerprint"]:
             raise LLLError(
                 f"pool {settings['pool']!r} has changed since study {req.study!r} started "
