@@ -288,3 +288,11 @@ def test_example_run_search_export_rerun(example_dir):
     assert res.returncode == 0, res.stderr
     rerun = json.loads((d / "rerun.json").read_text())
     assert (rerun["acc"], rerun["bwt"], rerun["fwt"]) == (rec["acc"], rec["bwt"], rec["fwt"])
+
+
+def test_user_modules_are_shipped_to_ray_workers(tmp_path, monkeypatch):
+    from search.cluster import runtime_env
+
+    name = module(tmp_path, monkeypatch, TASKS_SRC.format(seed=0))
+    factory_pool(name)
+    assert str(tmp_path / f"{name}.py") in runtime_env()["py_modules"]
