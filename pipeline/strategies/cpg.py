@@ -83,8 +83,8 @@ class CPG(Strategy):
             raise ValueError(f"accuracy_goal must be a training accuracy in [0, 1], got {accuracy_goal}")
         if grow_by < 1 or max_grow < 0:
             raise ValueError("grow_by must be ≥ 1 and max_grow ≥ 0")
-        if not 0 < prune_step <= max_prune < 1:
-            raise ValueError("need 0 < prune_step ≤ max_prune < 1")
+        if not (prune_step > 0 and 0 <= max_prune < 1):
+            raise ValueError("need prune_step > 0 and 0 ≤ max_prune < 1 (0: no compacting)")
         if retrain_epochs < 0 or grow_epochs < 0 or mask_lr < 0:
             raise ValueError("retrain_epochs, grow_epochs and mask_lr must be ≥ 0")
         self.prune_tolerance, self.accuracy_goal = float(prune_tolerance), float(accuracy_goal)
