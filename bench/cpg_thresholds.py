@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             free = statistics.fmean(s["free_share"] for _, s, *_ in runs) * 100
             pruned = statistics.fmean(p for *_, p, _ in runs) * 100
             secs = statistics.fmean(t for *_, t in runs)
-            print(f"{goal:>5} {tol:>9} {acc:>6.1f} {params:>8,.0f} {grown:>7,.0f} {free:>4.0f}% {pruned:>5.0f}% {secs:>5.0f}")
+            row = f"{goal:>5} {tol:>9} {acc:>6.1f} {params:>8,.0f} {grown:>7,.0f}"
+            print(f"{row} {free:>4.0f}% {pruned:>5.0f}% {secs:>5.0f}")
             sys.stdout.flush()
     return 0
 
