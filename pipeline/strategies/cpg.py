@@ -25,12 +25,13 @@ class-incremental growing head. Stored state: the owners (2 bytes per shared wei
 mask per task (1 bit per shared weight) and the per-task biases. After every task the runner
 reports ``params_used`` (parameters some task answers with), ``params_grown`` and ``free_share``.
 
-Choosing the two thresholds: the paper's goal is the accuracy of a model trained on the task
-alone and its tolerance is 0; lll measures both on training data (it never decides on test data),
-where a model trained alone reaches ~100% on MNIST-sized tasks, so the default goal is 0.95 (the
-paper code's own training-accuracy bar) and the default tolerance 0.01.
+Choosing the two thresholds: the paper's goal is the accuracy a model trained on the task alone
+reaches, and its tolerance is 0. lll decides on training accuracy (never on test data): a fresh
+50-50-50 MLP reaches 96–97% training accuracy on a 1,000-image permuted-MNIST task in 10 epochs, so
+the default goal is 0.95 (also the paper code's own training-accuracy bar) and the default
+tolerance 0 (bench/cpg_thresholds.py: more tolerance frees more weights at no gain in accuracy).
 
-No λ. Options: ``prune_tolerance`` (default 0.01), ``accuracy_goal`` (0.95), ``grow_by`` (units
+No λ. Options: ``prune_tolerance`` (default 0), ``accuracy_goal`` (0.95), ``grow_by`` (units
 per hidden layer, 16), ``max_grow`` (per task, 2), ``prune_step`` (0.1), ``max_prune`` (0.9),
 ``retrain_epochs`` (per pruning step, 1), ``grow_epochs`` (3), ``mask_lr`` (Adam, 5e-4), ``lr`` and
 ``batch_size`` of the extra training (0.01, 32; SGD with TrainConfig's other defaults).
@@ -64,7 +65,7 @@ class CPG(Strategy):
     def __init__(
         self,
         lam: float | None = None,
-        prune_tolerance: float = 0.01,
+        prune_tolerance: float = 0.0,
         accuracy_goal: float = 0.95,
         grow_by: int = 16,
         max_grow: int = 2,
