@@ -59,6 +59,38 @@ from pipeline.strategies.base import Strategy
 MASK_INIT, THRESHOLD = 1e-2, 5e-3  # the paper code's piggymask init and binarizer threshold
 
 
+class PickingMask:
+    """The real-valued mask a new task learns over the earlier tasks' weights, with its own Adam
+    (the training loop's optimiser only sees the model). Binary in the forward pass (score above
+    the threshold), straight-through in the backward pass."""
+
+    def __init__(self, weights: dict[str, torch.Tensor], old: dict[str, torch.Tensor], lr: float) -> None:
+        self.lr = lr
+        self.scores = {n: torch.full_like(w, MASK_INIT, requires_grad=True) for n, w in weights.items() if old[n].any()}
+        self.opt = torch.optim.Adam(self.scores.values(), lr=lr) if self.scores else None
+
+    def factor(self, n: str) -> torch.Tensor | float:
+        s = self.scores.get(n)
+        return 0.0 if s is None else (s > THRESHOLD).to(s.dtype) + s - s.detach()
+
+    def step(self) -> None:
+        if self.opt is not None:
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+
+    def pad(self, shapes: dict[str, torch.Size]) -> None:
+        """After widening (new entries are never earlier tasks'); Adam restarts on the new shapes."""
+        if self.scores:
+            with torch.no_grad():
+                scores = {n: pad_to(s.detach(), shapes[n], MASK_INIT) for n, s in self.scores.items()}
+            self.scores = {n: s.requires_grad_(True) for n, s in scores.items()}
+            self.opt = torch.optim.Adam(self.scores.values(), lr=self.lr)
+
+    def fixed(self, old: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The binary picks (0/1 floats), restricted to the earlier tasks' entries."""
+        return {n: (s.detach() > THRESHOLD).float() * old[n] for n, s in self.scores.items()}
+
+
 class CPG(Strategy):
     name = "cpg"
 
@@ -99,22 +131,17 @@ class CPG(Strategy):
         self.growth: list[dict] = []  # one entry per growing step
         self.compacting: list[dict] = []  # per task: share pruned, training accuracy before / after
         self.params_grown = 0
-        # while a task trains: its own entries, earlier tasks' entries, the picking scores / fixed picks
+        # while a task trains: its own entries, earlier tasks' entries, the mask being learned / fixed
         self._own: dict[str, torch.Tensor] = {}
         self._old: dict[str, torch.Tensor] = {}
-        self._score: dict[str, torch.Tensor] = {}
+        self._mask: PickingMask | None = None
         self._pick: dict[str, torch.Tensor] = {}
-        self._mask_opt: torch.optim.Optimizer | None = None
 
     # ---- the current task's view of the network ---------------------------------------------
     def _params(self, model) -> dict[str, torch.Tensor]:
         params = dict(model.named_parameters())
         for n, own in self._own.items():
-            if n in self._score:  # hard threshold forward, straight-through gradient to the score
-                s = self._score[n]
-                pick = (s > THRESHOLD).to(s.dtype) + s - s.detach()
-            else:
-                pick = self._pick.get(n, 0.0)
+            pick = self._mask.factor(n) if self._mask is not None else self._pick.get(n, 0.0)
             params[n] = params[n] * (own + self._old[n] * pick)
         return params
 
@@ -127,14 +154,6 @@ class CPG(Strategy):
         params = self._params(model)
         return train_accuracy(lambda x: functional_call(model, params, (x, task.name)), task, device)
 
-    def _start_picking(self, model) -> None:
-        self._score = {
-            n: torch.full_like(p, MASK_INIT, requires_grad=True)
-            for n, p in shared_weights(model).items()
-            if bool(self._old[n].any())
-        }
-        self._mask_opt = torch.optim.Adam(self._score.values(), lr=self.mask_lr) if self._score else None
-
     # ---- hooks ---------------------------------------------------------------------------------
     def before_task(self, model, task):
         require_mlp(model, self.name, growing_ok=False)
@@ -143,8 +162,7 @@ class CPG(Strategy):
                 self.owner[n] = torch.zeros(p.shape, dtype=torch.int16, device=p.device)
         self._own = {n: (o == 0).float() for n, o in self.owner.items()}
         self._old = {n: (o > 0).float() for n, o in self.owner.items()}
-        self._pick = {}
-        self._start_picking(model)
+        self._mask, self._pick = PickingMask(shared_weights(model), self._old, self.mask_lr), {}
         return super().before_task(model, task)
 
     def after_backward(self, model):
@@ -154,14 +172,12 @@ class CPG(Strategy):
                 params[n].grad.mul_(own)  # earlier tasks' weights and released ones do not move
 
     def after_step(self, model):
-        if self._mask_opt is not None:
-            self._mask_opt.step()
-            self._mask_opt.zero_grad(set_to_none=True)
+        if self._mask is not None:
+            self._mask.step()
 
     def after_task(self, model, task):
         acc = self._grow(model, task)
-        self._pick = {n: (s > THRESHOLD).float() * self._old[n] for n, s in self._score.items()}
-        self._score, self._mask_opt = {}, None
+        self._pick, self._mask = self._mask.fixed(self._old), None  # picking ends; compacting keeps it fixed
         self._compact(model, task, acc)
         k = len(self.seen) + 1
         for n, own in self._own.items():
@@ -206,30 +222,16 @@ class CPG(Strategy):
         for biases in self.biases.values():
             for n, b in biases.items():
                 biases[n] = pad_to(b, params[n].shape, 0.0)
-        if self._score:
-            with torch.no_grad():
-                scores = {n: pad_to(s.detach(), params[n].shape, MASK_INIT) for n, s in self._score.items()}
-            self._score = {n: s.requires_grad_(True) for n, s in scores.items()}
-            self._mask_opt = torch.optim.Adam(self._score.values(), lr=self.mask_lr)
+        self._mask.pad({n: p.shape for n, p in params.items()})
 
     # ---- compacting -----------------------------------------------------------------------------
-    @torch.no_grad()
-    def _release(self, model, share: float, total: dict[str, int]) -> None:
-        """Release the task's smallest weights until ``share`` of the ``total`` it trained is free."""
-        for n, p in shared_weights(model).items():
-            own = self._own[n].bool()
-            n_free = round(share * total[n]) - (total[n] - int(own.sum()))
-            release = smallest(p, own, max(0, n_free))
-            p.masked_fill_(release, 0.0)
-            self._own[n] = (own & ~release).float()
-
     def _compact(self, model, task, acc: float) -> None:
         total = {n: int(own.sum()) for n, own in self._own.items()}
         floor, share, kept_acc = acc - self.prune_tolerance, 0.0, acc
         while share + self.prune_step <= self.max_prune + 1e-9:
             saved = {n: p.detach().clone() for n, p in model.named_parameters()}
             saved_own = dict(self._own)
-            self._release(model, share + self.prune_step, total)
+            release_to(model, self._own, share + self.prune_step, total)
             if self.retrain_epochs > 0:
                 fit(model, self, task, self.retrain_epochs, self.lr, self.batch_size)
             new_acc = self._train_acc(model, task)
@@ -283,3 +285,14 @@ class CPG(Strategy):
         self.growth = [dict(g) for g in state["growth"]]
         self.compacting = [dict(c) for c in state["compacting"]]
         self.params_grown = int(state["params_grown"])
+
+
+@torch.no_grad()
+def release_to(model, own: dict[str, torch.Tensor], share: float, total: dict[str, int]) -> None:
+    """Release a task's smallest weights (set to 0, free again; ``own`` updated in place) until
+    ``share`` of the ``total`` it trained in each layer is free."""
+    for n, p in shared_weights(model).items():
+        mine = own[n].bool()
+        release = smallest(p, mine, max(0, round(share * total[n]) - (total[n] - int(mine.sum()))))
+        p.masked_fill_(release, 0.0)
+        own[n] = (mine & ~release).float()
