@@ -68,7 +68,7 @@ def studies(tmp_path_factory) -> dict[str, Path]:
             start_new_session=True,
         )
         dirs[name] = d
-    deadline = time.time() + 400
+    deadline = time.time() + 300
     try:
         for name, proc in procs.items():
             rc = proc.wait(timeout=max(1.0, deadline - time.time()))
