@@ -35,7 +35,7 @@ class PrefixState:
     model: dict[str, torch.Tensor]
     strategy: dict[str, Any]
     rows: list[dict[str, float]]  # accuracy on every pool task after each prefix 0..i
-    sizes: list[dict[str, int]]  # parameters and stored bytes after each task 1..i
+    sizes: list[dict[str, float]]  # parameters, stored bytes (+ the strategy's size_report) after each task 1..i
 
     def nbytes(self) -> int:
         return tensor_bytes(self.model) + tensor_bytes(self.strategy)
@@ -103,7 +103,7 @@ class RunResult:
     trained: int = 0  # task-trainings actually run
     reused: int = 0  # task-trainings taken from the cache
     seconds: float = 0.0
-    sizes: list[dict[str, int]] = field(default_factory=list)  # params / stored bytes after each task
+    sizes: list[dict[str, float]] = field(default_factory=list)  # params / stored bytes / ... after each task
 
 
 def prefix_key(
@@ -179,7 +179,7 @@ class SequenceRun:
             model = model_for_pool(pool, cfg.hidden, cfg.heads, cfg.init, init_seed, cfg.model)
             self.model = model.to(self.device)
             self.rows = [evaluate(self.model, self.strategy, self.all_tasks, self.device)]
-            self.sizes: list[dict[str, int]] = []
+            self.sizes: list[dict[str, float]] = []
             if cache is not None:
                 cache.put(self._key(0), snapshot(self.model, self.strategy, self.rows, self.sizes))
         else:
@@ -207,7 +207,13 @@ class SequenceRun:
         self.model = train_task(self.model, task, self.strategy, self.train_cfg, task_seed, self.device, epoch_cb)
         row = evaluate(self.model, self.strategy, self.all_tasks, self.device)
         self.rows.append(row)
-        self.sizes.append({"params": count_params(self.model), "stored_bytes": self.strategy.stored_bytes()})
+        self.sizes.append(
+            {
+                "params": count_params(self.model),
+                "stored_bytes": self.strategy.stored_bytes(),
+                **self.strategy.size_report(self.model),
+            }
+        )
         self.trained += 1
         if self.cache is not None:
             self.cache.put(self._key(i + 1), snapshot(self.model, self.strategy, self.rows, self.sizes))

@@ -40,11 +40,16 @@ def running_accuracy(r: RMatrix) -> list[float]:
     return [float(r.values[i, :i].mean()) for i in range(1, r.T + 1)]
 
 
+def size_series(sizes: list[dict[str, float]]) -> dict[str, list[float]]:
+    """One per-task series per size field: ``params``, ``stored_bytes`` and whatever the strategy's
+    ``size_report`` adds (a field missing after some task is NaN there, so steps stay aligned)."""
+    keys = dict.fromkeys(k for s in sizes for k in s)
+    return {k: [float(s.get(k, float("nan"))) for s in sizes] for k in keys}
+
+
 def step_series(result: RunResult) -> dict[str, list[float]]:
-    r = result.rmatrix
-    series: dict[str, list[float]] = {"running_acc": running_accuracy(r)}
-    series["params"] = [s["params"] for s in result.sizes]
-    series["stored_bytes"] = [s["stored_bytes"] for s in result.sizes]
+    series: dict[str, list[float]] = {"running_acc": running_accuracy(result.rmatrix)}
+    series.update(size_series(result.sizes))
     return series
 
 

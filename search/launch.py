@@ -15,7 +15,7 @@ from typing import Any
 from pipeline import tracking
 from pipeline.config import TrainConfig
 from pipeline.strategies import strategy_class
-from search.cluster import check_address, connect
+from search.cluster import check_address, check_gpus, connect
 from search.driver import Progress, SearchConfig, SearchDriver, SearchSummary
 from search.recommend import recommendation
 from search.report import acc_distribution_plot, pareto_plot
@@ -110,6 +110,8 @@ def prepare(req: SearchRequest):
         raise LLLError("--seed-from-graph seeds a new study's orderings; drop it with --resume or --order")
     if req.ray_address:
         check_address(req.ray_address)
+    else:
+        check_gpus(req.gpus_per_worker)  # the local machine, before Ray starts
     storage = open_storage(req.storage)
     if req.resume:
         if not req.study:
@@ -153,7 +155,7 @@ def prepare(req: SearchRequest):
             settings["trials"] = n_orders if req.exhaustive else (10**6 if req.time_budget else DEFAULT_TRIALS)
         if uri:
             tracking.check_tracking_uri(uri)
-        connect(req.ray_address)  # Ray up (or the cluster joined) before the study exists
+        check_gpus(req.gpus_per_worker, connect(req.ray_address))  # Ray up (or joined) before the study exists
         study = create_study(name, storage, settings)
         if req.seed_from_graph:
             from search.affinity_runs import seed_study_from_graph

@@ -81,6 +81,12 @@ class Strategy:
         """Bytes of state kept beyond the model (memories, Fisher, anchors, ...)."""
         return tensor_bytes(self.extra_state())
 
+    def size_report(self, model: nn.Module) -> dict[str, float]:
+        """Strategy-specific size numbers after a task (free weight share, parameters grown, ...):
+        the runner adds them to the task's ``sizes`` entry next to ``params`` and ``stored_bytes``,
+        so `lll run` prints them and MLflow records them per task like the others."""
+        return {}
+
 
 def tensor_bytes(obj: Any) -> int:
     if isinstance(obj, torch.Tensor):
