@@ -205,7 +205,7 @@ def test_strategies_on_the_cnn_train_or_refuse_naming_their_models(tmp_path, mon
     for name in ("ewc", "lwf", "expert-gate"):
         r = run_ordering(pool, ["t0", "t1"], StrategyConfig(name=name), cfg, seed=0)
         assert r.rmatrix.T == 2
-    for name in ("pnn", "packnet", "net2net"):
+    for name in ("pnn", "packnet", "net2net", "cpg"):
         with pytest.raises(LLLError, match=f"strategy '{name}' supports --model mlp only"):
             run_ordering(pool, ["t0", "t1"], StrategyConfig(name=name), cfg, seed=0)
 
