@@ -212,7 +212,7 @@ def test_strategies_on_the_cnn_train_or_refuse_naming_their_models(tmp_path, mon
 
 def test_babi_pools_default_to_adam():
     for name in ("babi-gen", "babi-20", "babi-10k"):
-        assert builtin_spec(name).train == {"optimizer": "adam", "lr": 0.01}
+        assert builtin_spec(name).train == {"optimizer": "adam", "lr": 0.003, "epochs": 20}
     assert builtin_spec("mixed-mnist").train == {}
 
 
