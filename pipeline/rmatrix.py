@@ -26,6 +26,18 @@ class RMatrix:
         object.__setattr__(self, "values", v)
         object.__setattr__(self, "tasks", tuple(self.tasks))
 
+    @classmethod
+    def from_rows(cls, order: tuple[str, ...] | list[str], rows: list[dict[str, float]]) -> RMatrix:
+        """R of the first ``len(rows) - 1`` tasks of ``order`` from accuracy rows (row i = accuracy on
+        every pool task after i tasks, as workers return them). The one place R is built from rows."""
+        names = tuple(order[: len(rows) - 1])
+        return cls(names, [[row[n] for n in names] for row in rows])
+
+    @classmethod
+    def mean(cls, rmats: list[RMatrix]) -> RMatrix:
+        """The entry-wise mean of R matrices of the same ordering (e.g. over seeds)."""
+        return cls(rmats[0].tasks, np.mean([r.values for r in rmats], axis=0))
+
     @property
     def T(self) -> int:
         return len(self.tasks)

@@ -214,9 +214,8 @@ class SequenceRun:
 
     def result(self) -> RunResult:
         """R over the tasks trained so far (all of them once :attr:`finished`)."""
-        names = self.order[: self.done]
         return RunResult(
-            RMatrix(tuple(names), [[r[n] for n in names] for r in self.rows]),
+            RMatrix.from_rows(self.order, self.rows),
             self.model,
             self.strategy,
             self.rows,

@@ -8,6 +8,7 @@ With the embedded SQLite store only the driver writes (SQLite and many writers e
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
@@ -105,7 +106,10 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     raise LLLError(f"unsupported tracking URI {mask_url(uri)}; use sqlite:///FILE, http://HOST:PORT or a DB URL")
 
 
-def _client(uri: str):
+@functools.lru_cache(maxsize=8)
+def client(uri: str):
+    """THE MLflow client of ``uri`` (every module asks here; one per URI per process, so its
+    store connection and experiment lookups are reused instead of rebuilt per call)."""
     import logging
 
     from mlflow.tracking import MlflowClient
@@ -118,13 +122,13 @@ def _client(uri: str):
 
 def experiment_id(uri: str, name: str) -> str:
     """The id of experiment ``name``, created (with artifacts beside a SQLite DB) if missing."""
-    client = _client(uri)
-    exp = client.get_experiment_by_name(name)
+    mc = client(uri)
+    exp = mc.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
+            mc.restore_experiment(exp.experiment_id)
         return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_root_for(uri))
+    return mc.create_experiment(name, artifact_location=artifact_root_for(uri))
 
 
 def start_run(
@@ -134,16 +138,16 @@ def start_run(
     tags: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
 ) -> str:
-    client = _client(uri)
+    mc = client(uri)
     all_tags = dict(tags or {})
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id(uri, experiment), run_name=run_name, tags=all_tags)
+    run = mc.create_run(experiment_id(uri, experiment), run_name=run_name, tags=all_tags)
     return run.info.run_id
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
-    _client(uri).set_terminated(run_id, status=status)
+    client(uri).set_terminated(run_id, status=status)
 
 
 def log_ordering_run(
@@ -167,7 +171,7 @@ def log_ordering_run(
 
     from mlflow.entities import Metric, Param, RunTag
 
-    client = _client(uri)
+    mc = client(uri)
     now = int(time.time() * 1000)
     metrics = [
         Metric(k, float(v), now, 0)
@@ -175,7 +179,7 @@ def log_ordering_run(
     ]
     for name, series in (step_metrics or {}).items():
         metrics += [Metric(name, float(v), now, step) for step, v in enumerate(series, start=1)]
-    client.log_batch(
+    mc.log_batch(
         run_id,
         metrics=metrics,
         params=[Param(k, str(v)[:6000]) for k, v in params.items()],
@@ -184,8 +188,8 @@ def log_ordering_run(
     with tempfile.TemporaryDirectory() as tmp:
         if rmatrix is not None:
             rmatrix.to_json(Path(tmp) / "R.json")
-            client.log_artifact(run_id, str(Path(tmp) / "R.json"))
+            mc.log_artifact(run_id, str(Path(tmp) / "R.json"))
             if heatmap:
-                client.log_artifact(run_id, str(rmatrix.heatmap(Path(tmp) / "R.png")))
+                mc.log_artifact(run_id, str(rmatrix.heatmap(Path(tmp) / "R.png")))
         for folder, path in files or []:
-            client.log_artifact(run_id, str(path), artifact_path=folder)
+            mc.log_artifact(run_id, str(path), artifact_path=folder)

@@ -58,6 +58,7 @@ class SearchRequest:
     test_per_task: int | None = None
     order: list[str] | None = None
     seed_from_graph: bool = False  # enqueue the affinity graph's best orderings first (new study)
+    population: int | str = "auto"  # units a worker trains at once (lockstep K); not stored in the study
 
 
 DEFAULT_STRATEGIES = ["ewc", "si", "agem"]
@@ -108,6 +109,9 @@ def prepare(req: SearchRequest):
     """Validate everything that can fail before any training; returns (study, settings, pool, uri)."""
     if req.seed_from_graph and (req.resume or req.order is not None):
         raise LLLError("--seed-from-graph seeds a new study's orderings; drop it with --resume or --order")
+    from pipeline.lockstep import parse_population
+
+    req.population = parse_population(req.population)
     if req.ray_address:
         check_address(req.ray_address)
     storage = open_storage(req.storage)
@@ -155,7 +159,9 @@ def prepare(req: SearchRequest):
         if req.seed_from_graph:
             from search.affinity_runs import seed_study_from_graph
 
-            seed_study_from_graph(study, settings, req.workers, req.ray_address, req.download)
+            seed_study_from_graph(
+                study, settings, req.workers, req.ray_address, req.download, population=req.population
+            )
     if uri:
         tracking.check_tracking_uri(uri)
     return study, settings, pool, uri
@@ -165,9 +171,7 @@ def _parent_run(study, settings: dict[str, Any], uri: str) -> str:
     parent = study.user_attrs.get("mlflow_parent_run_id")
     experiment = study.study_name
     if parent:
-        from mlflow.tracking import MlflowClient
-
-        MlflowClient(uri).update_run(parent, status="RUNNING")
+        tracking.client(uri).update_run(parent, status="RUNNING")
         return parent
     parent = tracking.start_run(uri, experiment, f"search {study.study_name}", tags={"lll.kind": "search"})
     params = {
@@ -180,9 +184,7 @@ def _parent_run(study, settings: dict[str, Any], uri: str) -> str:
 
 def finish_parent(study, uri: str, parent: str, summary: SearchSummary) -> dict[str, Any] | None:
     """Study-level artifacts (Pareto front, ACC distribution, recommended order) and metrics."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
+    client = tracking.client(uri)
     rec = None
     with contextlib.suppress(LLLError):
         rec = recommendation(study)
@@ -244,6 +246,7 @@ def run_search(req: SearchRequest, progress: Progress | None = None, prepared=No
         data_dir=settings.get("data_dir"),
         download=req.download,
         cache_bytes=req.cache_mb * 1024 * 1024,
+        population=req.population,
     )
     driver = SearchDriver(cfg, study, parent, progress)
     summary = driver.run()

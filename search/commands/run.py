@@ -176,7 +176,7 @@ def execute_run(cfg):
     from pipeline.runner import run_ordering
     from pipeline.strategies import make_strategy
     from pipeline.tracking import check_tracking_uri
-    from pipeline.trial import record_result, trial_params
+    from search.recording import run_result_record, write
     from tasks.registry import load_pool
 
     make_strategy(cfg.strategy)  # bad strategy/λ/options fail before any data is loaded
@@ -207,9 +207,7 @@ def execute_run(cfg):
         result = run_ordering(the_pool, order, cfg.strategy, cfg.train, cfg.seed, on_task=on_task, on_epoch=on_epoch)
     run_id = None
     if cfg.tracking_uri:
-        params = trial_params(the_pool, order, cfg.strategy, cfg.train, cfg.seed)
-        params["lambda"] = result.strategy.lam
-        run_id = record_result(
-            cfg.tracking_uri, cfg.experiment, f"{cfg.strategy.name} {','.join(order)}", result, params
-        )
+        name = f"{cfg.strategy.name} {','.join(order)}"
+        rec = run_result_record(cfg.experiment, name, the_pool, order, cfg.strategy, cfg.train, cfg.seed, result)
+        run_id = write(cfg.tracking_uri, rec)
     return result, run_id

@@ -1,0 +1,256 @@
+"""THE MLflow recording path: one run per trained ordering, for `lll run`, `lll search` and `lll affinity`.
+
+A :class:`RunRecord` holds everything one MLflow run gets — name, tags, params, R, metrics,
+per-task series, artifact files (as bytes) and the final status — and :func:`write` writes it.
+The layout (what the README promises): params ``order, strategy, lambda, seed(s), pool,
+pool_fingerprint, opt.*, train.*``; metrics ACC/BWT/FWT/forgetting (+ std over seeds) and the
+series ``running_acc, params, stored_bytes`` (step = tasks trained); artifacts ``R.json``,
+``R.png``, ``per_seed/R_seed<s>.json`` and ``checkpoints/...``; tags with the worker's node.
+
+A search records off its critical path: :class:`Recorder` writes on one background thread (still
+one writer, as SQLite needs) and hands each finished record back to the driver, which only then
+tells Optuna — so every trial Optuna calls finished is already in MLflow (resume relies on it).
+"""
+
+from __future__ import annotations
+
+import queue
+import tempfile
+import threading
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import tracking
+from pipeline.config import StrategyConfig, TrainConfig
+from pipeline.rmatrix import RMatrix
+
+
+def ordering_params(
+    pool_name: str,
+    pool_fingerprint: str,
+    order: list[str] | tuple[str, ...],
+    strategy: StrategyConfig,
+    lam: float | None,
+    train: TrainConfig,
+    seed: int,
+    seeds: list[int] | None = None,
+) -> dict[str, Any]:
+    """The MLflow params of a trained ordering: enough to re-run it exactly (``seeds``: a search's
+    seeds, whose mean R the run holds)."""
+    params: dict[str, Any] = {
+        "pool": pool_name,
+        "pool_fingerprint": pool_fingerprint,
+        "order": ",".join(order),
+        "strategy": strategy.name,
+        "lambda": lam,
+        "seed": seed,
+    }
+    if seeds is not None:
+        params["seeds"] = ",".join(map(str, seeds))
+    params.update({f"opt.{k}": v for k, v in strategy.options.items()})
+    params.update({f"train.{k}": v for k, v in train.model_dump(mode="json").items()})
+    return params
+
+
+def running_accuracy(r: RMatrix) -> list[float]:
+    """Mean accuracy over the tasks trained so far, after each task (what pruning watches)."""
+    return [float(r.values[i, :i].mean()) for i in range(1, r.T + 1)]
+
+
+def size_series(sizes: list[dict[str, int]]) -> dict[str, list[float]]:
+    return {"params": [s["params"] for s in sizes], "stored_bytes": [s["stored_bytes"] for s in sizes]}
+
+
+@dataclass
+class RunRecord:
+    """One MLflow run, ready to write. ``files``: (artifact folder, file name, bytes)."""
+
+    experiment: str
+    name: str
+    params: dict[str, Any]
+    tags: dict[str, str] = field(default_factory=dict)
+    rmatrix: RMatrix | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    series: dict[str, list[float]] = field(default_factory=dict)
+    files: list[tuple[str, str, bytes]] = field(default_factory=list)
+    status: str = "FINISHED"
+    parent_run_id: str | None = None
+    heatmap: bool = True
+
+
+def write(uri: str, rec: RunRecord) -> str:
+    """Write ``rec`` as one MLflow run and end it with its status; returns the run id."""
+    run_id = tracking.start_run(uri, rec.experiment, rec.name, tags=rec.tags, parent_run_id=rec.parent_run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths: list[tuple[str, Path]] = []
+        for k, (folder, name, blob) in enumerate(rec.files):
+            d = Path(tmp) / str(k)
+            d.mkdir()
+            (d / name).write_bytes(blob)
+            paths.append((folder, d / name))
+        tracking.log_ordering_run(
+            uri,
+            run_id,
+            rec.rmatrix,
+            rec.params,
+            extra_metrics=rec.metrics,
+            step_metrics=rec.series,
+            files=paths,
+            heatmap=rec.heatmap,
+        )
+    tracking.end_run(uri, run_id, rec.status)
+    return run_id
+
+
+@dataclass
+class Written:
+    """A record the :class:`Recorder` finished: its owner's token, run id, or the error."""
+
+    token: Hashable
+    run_id: str | None
+    error: str | None = None
+
+
+class Recorder:
+    """One background writer thread. ``submit(token, record)``; ``done()`` returns what was written
+    since the last call (in order). ``uri=None`` records nothing (every record "writes" as None)."""
+
+    def __init__(self, uri: str | None) -> None:
+        self.uri = uri
+        self.todo: queue.Queue[tuple[Hashable, RunRecord] | None] = queue.Queue()
+        self.out: queue.Queue[Written] = queue.Queue()
+        self.queued = 0
+        self.thread = threading.Thread(target=self._loop, name="lll-recorder", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self.todo.get()
+            if item is None:
+                return
+            token, rec = item
+            try:
+                run_id = write(self.uri, rec) if self.uri else None
+                self.out.put(Written(token, run_id))
+            except Exception as exc:
+                self.out.put(Written(token, None, f"{type(exc).__name__}: {exc}"))
+
+    def submit(self, token: Hashable, rec: RunRecord) -> None:
+        self.queued += 1
+        self.todo.put((token, rec))
+
+    def busy(self) -> bool:
+        return self.queued > 0
+
+    def done(self, wait: float = 0.0) -> list[Written]:
+        """Records written since the last call; waits up to ``wait`` s for the first one."""
+        got: list[Written] = []
+        try:
+            got.append(self.out.get(timeout=wait) if wait > 0 else self.out.get_nowait())
+            while True:
+                got.append(self.out.get_nowait())
+        except queue.Empty:
+            pass
+        self.queued -= len(got)
+        return got
+
+    def close(self) -> None:
+        self.todo.put(None)
+        self.thread.join(timeout=60)
+
+
+@dataclass
+class StudyContext:
+    """What every trial record of one search shares."""
+
+    study: str
+    experiment: str
+    parent_run_id: str | None
+    pool_name: str
+    pool_fingerprint: str
+    train: TrainConfig
+    checkpoints: str = "final"
+
+
+def node_tags(node: dict[str, Any]) -> dict[str, str]:
+    return {
+        "ray_node_id": str(node.get("node_id", "")),
+        "ray_node_ip": str(node.get("node_ip", "")),
+        "host": str(node.get("host", "")),
+        "device": str(node.get("device", "")),
+    }
+
+
+def trial_record(
+    ctx: StudyContext,
+    number: int,
+    order: tuple[str, ...],
+    strategy: StrategyConfig,
+    lam: float | None,
+    seeds: list[int],
+    rmats: list[RMatrix],
+    state: str,
+    status: str,
+    metrics: dict[str, float],
+    sizes: list[dict[str, int]] | None = None,
+    checkpoints: dict[int, list[bytes]] | None = None,
+    node: dict[str, Any] | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> RunRecord:
+    """One search trial as an MLflow run: R = the mean over seeds, per-seed R when several,
+    checkpoints under ``checkpoints/seed<s>/`` (``final.pt``, or ``after_task_<j>.pt`` for all)."""
+    tags = {"optuna_study": ctx.study, "optuna_trial_number": str(number), "lll.state": state}
+    tags.update(node_tags(node or {}))
+    tags.update(extra_tags or {})
+    params = ordering_params(ctx.pool_name, ctx.pool_fingerprint, order, strategy, lam, ctx.train, seeds[0], seeds)
+    params["optuna_trial_number"] = number
+    mean = RMatrix.mean(rmats) if rmats else None
+    series = size_series(sizes) if sizes else {}
+    if mean is not None:
+        series["running_acc"] = running_accuracy(mean)
+    files: list[tuple[str, str, bytes]] = []
+    if len(rmats) > 1:
+        files += [("per_seed", f"R_seed{s}.json", r.to_json().encode()) for s, r in zip(seeds, rmats, strict=False)]
+    for s, blobs in (checkpoints or {}).items():
+        for j, blob in enumerate(blobs):
+            name = "final.pt" if ctx.checkpoints == "final" else f"after_task_{j + 1}.pt"
+            files.append((f"checkpoints/seed{s}", name, blob))
+    return RunRecord(
+        ctx.experiment,
+        f"trial {number}: {','.join(order)}",
+        params,
+        tags,
+        mean,
+        metrics,
+        series,
+        files,
+        status,
+        ctx.parent_run_id,
+    )
+
+
+def run_result_record(
+    experiment: str,
+    name: str,
+    pool: Any,
+    order: list[str],
+    strategy: StrategyConfig,
+    train: TrainConfig,
+    seed: int,
+    result: Any,
+    checkpoint: bool = True,
+) -> RunRecord:
+    """`lll run`'s run: one seed's R, ``checkpoints/final.pt`` (``result``: a pipeline RunResult)."""
+    from pipeline.checkpoint import checkpoint_bytes
+
+    lam = result.strategy.lam
+    params = ordering_params(pool.name, pool.fingerprint(), order, strategy, lam, train, seed)
+    series = {"running_acc": running_accuracy(result.rmatrix), **size_series(result.sizes)}
+    files = []
+    if checkpoint:
+        blob = checkpoint_bytes(result.model, result.strategy, {"order": list(result.rmatrix.tasks)})
+        files.append(("checkpoints", "final.pt", blob))
+    metrics = {"seconds": result.seconds, "tasks_trained": result.trained}
+    return RunRecord(experiment, name, params, {}, result.rmatrix, metrics, series, files)

@@ -1,0 +1,338 @@
+"""The one scheduler: units of work (task-trainings over the prefix tree) → Ray worker actors.
+
+Search trials, ``--exhaustive`` enumeration and affinity measurement all hand this module *units*
+(pipeline/units.py: train ``order[-1]`` from the state after ``order[:-1]``) on behalf of *jobs*
+(any hashable owner: a trial, an affinity seed). The scheduler
+
+* keeps one table of units: a unit asked for by several jobs is trained once (the others wait on
+  it), a unit already trained is answered from the table, and a unit whose parent prefix is still
+  being trained waits for it instead of training it a second time elsewhere;
+* gives a free worker up to K ready units per call (K = the worker's population, lockstep), the
+  first one where the worker already holds the longest prefix, then more that this worker is as
+  well placed as any other to train, deepest first (so caches stay bounded: the tree is walked
+  depth-first-ish, not level by level);
+* replaces a lost worker (process or node) and retries its units: a job is retried at most
+  ``max_retries`` times, then failed with the reason; a unit's own error fails its jobs.
+
+It never blocks on one worker: :meth:`Scheduler.poll` waits on all calls in flight at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.units import Unit
+
+from pipeline.workers import TrialWorker
+from tasks.errors import LLLError
+
+UnitKey = tuple  # (strategy_json, train_json, seed, order)
+
+
+def unit_key(u: Unit, order: tuple[str, ...] | None = None) -> UnitKey:
+    return (u.strategy_json, u.train_json, u.seed, u.order if order is None else order)
+
+
+def parent_key(u: Unit) -> UnitKey | None:
+    return unit_key(u, u.order[:-1]) if len(u.order) > 1 else None
+
+
+@dataclass
+class WorkerSpec:
+    """How to start a worker actor (the arguments of :class:`pipeline.workers.TrialWorker`)."""
+
+    pool_spec_json: str
+    data_dir: str | None = None
+    download: bool = False
+    cache_bytes: int = 1 << 30
+    cpus: float = 1.0
+    gpus: float = 0.0
+    population: int | str = "auto"
+
+    def start(self) -> Any:
+        import ray
+
+        remote = ray.remote(TrialWorker).options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0)
+        threads = max(1, math.floor(self.cpus))
+        return remote.remote(
+            self.pool_spec_json, self.data_dir, self.download, self.cache_bytes, threads, population=self.population
+        )
+
+
+@dataclass
+class Slot:
+    """One worker actor: where it runs (``info``, None while it boots), what it is training, and
+    which prefixes it holds (claimed when dispatched, so other workers keep off them)."""
+
+    actor: Any
+    info: dict[str, Any] | None = None
+    batch: list[Unit] | None = None
+    held: set[UnitKey] = field(default_factory=set)
+
+    @property
+    def population(self) -> int:
+        return max(1, int((self.info or {}).get("population", 1)))
+
+    def held_len(self, u: Unit) -> int:
+        """Length of the longest prefix of ``u``'s parent this worker holds."""
+        for i in range(len(u.order) - 1, 0, -1):
+            if unit_key(u, u.order[:i]) in self.held:
+                return i
+        return 0
+
+
+@dataclass
+class Pending:
+    """A unit somebody waits for: who (job → wants a checkpoint), and how many tries it took."""
+
+    unit: Unit
+    waiters: dict[Hashable, bool] = field(default_factory=dict)
+    seq: int = 0  # submission order, the last tie-break
+
+
+@dataclass
+class Event:
+    """What :meth:`Scheduler.poll` reports: ``result`` (the worker's dict) or ``failure`` (reason)."""
+
+    job: Hashable
+    unit: Unit
+    result: dict[str, Any] | None = None
+    failure: str | None = None
+    node: dict[str, Any] = field(default_factory=dict)  # the worker's info (node id/IP, device)
+
+
+LOST = (
+    "RayActorError",
+    "WorkerCrashedError",
+    "ObjectLostError",
+    "OwnerDiedError",
+    "ActorDiedError",
+    "ActorUnavailableError",
+    "NodeDiedError",
+)
+
+
+class Scheduler:
+    """Units → workers. ``submit`` what jobs need; ``poll`` for what finished; ``close`` at the end."""
+
+    def __init__(self, spec: WorkerSpec, workers: int, max_retries: int = 2, memo: bool = True) -> None:
+        self.spec, self.n_workers, self.max_retries, self.memo_on = spec, workers, max_retries, memo
+        self.slots: list[Slot] = []
+        self.inflight: dict[Any, tuple[int, str]] = {}  # ray future → (slot index, "info" | "units")
+        self.pending: dict[UnitKey, Pending] = {}  # asked for, not finished (queued or in flight)
+        self.ready: dict[UnitKey, Pending] = {}  # dispatchable now
+        self.blocked: dict[UnitKey, list[UnitKey]] = {}  # parent key → children waiting for it
+        self.memo: dict[UnitKey, dict[str, Any]] = {}  # finished units (without checkpoint bytes)
+        self.attempts: dict[Hashable, int] = {}  # job → workers lost while it was in flight
+        self.events: list[Event] = []
+        self.batch_keys: dict[int, list[UnitKey]] = {}  # slot index → keys of the units it trains
+        self.retried = 0
+        self.deaths_in_a_row = 0
+        self.seq = 0
+
+    # ---- workers -----------------------------------------------------------------------------
+    def start(self) -> None:
+        for _ in range(self.n_workers):
+            self.slots.append(Slot(self.spec.start()))
+            self._boot(len(self.slots) - 1)
+
+    def _boot(self, idx: int) -> None:
+        self.inflight[self.slots[idx].actor.info.remote()] = (idx, "info")
+
+    def infos(self) -> list[dict[str, Any]]:
+        return [s.info for s in self.slots if s.info is not None]
+
+    def close(self) -> None:
+        import ray
+
+        for slot in self.slots:
+            with contextlib.suppress(Exception):
+                ray.kill(slot.actor, no_restart=True)
+        self.slots, self.inflight = [], {}
+
+    # ---- units in --------------------------------------------------------------------------
+    def submit(self, unit: Unit, job: Hashable) -> None:
+        """``job`` needs ``unit``'s result; it comes back as an :class:`Event` from :meth:`poll`."""
+        key = unit_key(unit)
+        done = self.memo.get(key)
+        if done is not None and (not unit.keep_checkpoint or done.get("checkpoint") is not None):
+            self.events.append(Event(job, unit, {**done, "trained": 0, "reused": 1, "seconds": 0.0}))
+            return
+        p = self.pending.get(key) if self.memo_on else None
+        if p is not None:
+            p.waiters[job] = p.waiters.get(job, False) or unit.keep_checkpoint
+            if unit.keep_checkpoint and key in self.ready:  # not sent yet: ask for the bytes too
+                p.unit = unit
+            return
+        self.seq += 1
+        p = Pending(unit, {job: unit.keep_checkpoint}, self.seq)
+        if not self.memo_on:  # every submission is its own unit (prefix cache off)
+            key = (*key, self.seq)
+        self.pending[key] = p
+        parent = parent_key(unit)
+        if self.memo_on and parent is not None and parent in self.pending:
+            self.blocked.setdefault(parent, []).append(key)
+        else:
+            self.ready[key] = p
+
+    def cancel(self, job: Hashable) -> None:
+        """Forget ``job``: its queued units are dropped unless another job waits for them."""
+        for key, p in list(self.ready.items()):
+            p.waiters.pop(job, None)
+            if not p.waiters:
+                del self.ready[key]
+                self.pending.pop(key, None)
+                self._release_children(key)
+        self.events = [e for e in self.events if e.job != job]
+
+    def unstarted(self, job: Hashable) -> bool:
+        """True when none of ``job``'s units has been sent to a worker yet."""
+        return all(key in self.ready for key, p in self.pending.items() if job in p.waiters)
+
+    def idle(self) -> bool:
+        """Nothing queued, nothing training, nothing to report (workers booting do not count)."""
+        return not self.pending and not self.events
+
+    # ---- dispatch ----------------------------------------------------------------------------
+    def _score(self, slot: Slot, key: UnitKey, p: Pending) -> tuple:
+        """Higher is better: the longest prefix this worker holds, then the least held by others,
+        then the deepest unit (depth-first keeps caches bounded), then the oldest."""
+        here = slot.held_len(p.unit)
+        others = max((s.held_len(p.unit) for s in self.slots if s is not slot), default=0)
+        return (here, -others, len(p.unit.order), -p.seq)
+
+    def pick(self, idx: int) -> list[UnitKey]:
+        """The ready units worker ``idx`` should train next (empty when there are none)."""
+        slot = self.slots[idx]
+        if not self.ready:
+            return []
+        scored = sorted(((self._score(slot, k, p), k) for k, p in self.ready.items()), reverse=True)
+        first = scored[0][1]
+        group = self.ready[first].unit
+        free = sum(1 for s in self.slots if s.info is not None and s.batch is None)
+        cap = min(slot.population, max(1, -(-len(self.ready) // max(1, free))))
+        batch = [first]
+        for score, key in scored[1:]:
+            if len(batch) >= cap:
+                break
+            u = self.ready[key].unit
+            # As well placed here as anywhere (here ≥ others), and stackable with the first unit.
+            if score[0] >= -score[1] and (u.strategy_json, u.train_json) == (group.strategy_json, group.train_json):
+                batch.append(key)
+        return batch
+
+    def dispatch(self) -> None:
+        """Give every idle, booted worker its next batch."""
+        for idx, slot in enumerate(self.slots):
+            if slot.info is None or slot.batch is not None:
+                continue
+            keys = self.pick(idx)
+            if not keys:
+                return
+            units = []
+            for key in keys:
+                p = self.ready.pop(key)
+                keep = any(p.waiters.values())
+                units.append(Unit(p.unit.order, p.unit.strategy_json, p.unit.train_json, p.unit.seed, keep))
+                slot.held.update(unit_key(p.unit, p.unit.order[:i]) for i in range(1, len(p.unit.order) + 1))
+            slot.batch = units
+            self.inflight[slot.actor.train_units.remote(units)] = (idx, "units")
+            self.batch_keys[idx] = keys
+
+    # ---- results out -------------------------------------------------------------------------
+    def poll(self, timeout: float = 1.0) -> list[Event]:
+        """Dispatch, wait up to ``timeout`` s for any worker call, and return what finished."""
+        import ray
+
+        self.dispatch()
+        if not self.events and self.inflight:
+            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
+            for fut in ready:
+                idx, kind = self.inflight.pop(fut)
+                try:
+                    res = ray.get(fut)
+                except Exception as exc:
+                    self._call_failed(idx, kind, exc)
+                    continue
+                self.deaths_in_a_row = 0
+                if kind == "info":
+                    self.slots[idx].info = res
+                else:
+                    self._finished(idx, res)
+            self.dispatch()
+        out, self.events = self.events, []
+        return out
+
+    def _finished(self, idx: int, results: list[dict[str, Any]]) -> None:
+        slot = self.slots[idx]
+        keys = self.batch_keys.pop(idx)
+        slot.batch = None
+        for key, res in zip(keys, results, strict=True):
+            p = self.pending.pop(key)
+            if res.get("error"):
+                self._fail(key, p, str(res["error"]), slot.info or {})
+                continue
+            ckpt = res.get("checkpoint")
+            if self.memo_on:
+                self.memo[key] = {**res, "checkpoint": None}
+            for job, wants in p.waiters.items():
+                if wants and ckpt is None:  # joined after it was sent: ask again (the cache answers)
+                    self.submit(dataclasses.replace(p.unit, keep_checkpoint=True), job)
+                    continue
+                self.events.append(Event(job, p.unit, {**res, "checkpoint": ckpt if wants else None}, None, slot.info))
+            self._release_children(key)
+
+    def _release_children(self, key: UnitKey) -> None:
+        for child in self.blocked.pop(key, []):
+            if child in self.pending:
+                self.ready[child] = self.pending[child]
+
+    def _fail(self, key: UnitKey, p: Pending, reason: str, node: dict[str, Any]) -> None:
+        for job in p.waiters:
+            self.events.append(Event(job, p.unit, None, reason, node))
+        self._release_children(key)
+
+    def _call_failed(self, idx: int, kind: str, exc: BaseException) -> None:
+        """A call raised: a lost worker (replace it, retry its units) or a bug in the call (fail them)."""
+        import ray
+
+        slot = self.slots[idx]
+        keys = self.batch_keys.pop(idx, []) if kind == "units" else []
+        cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None else exc
+        lost = type(exc).__name__ in LOST or isinstance(exc, ray.exceptions.RayActorError)
+        if not lost:
+            slot.batch = None
+            for key in keys:
+                self._fail(key, self.pending.pop(key), f"{type(cause).__name__}: {str(cause)[:500]}", slot.info or {})
+            return
+        self.deaths_in_a_row += 1
+        if self.deaths_in_a_row > self.n_workers * (self.max_retries + 2):
+            raise LLLError(
+                f"workers keep dying ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+                "check the workers' logs (ray logs) and the pool's data dir on every node"
+            )
+        with contextlib.suppress(Exception):
+            ray.kill(slot.actor, no_restart=True)
+        self.inflight = {f: v for f, v in self.inflight.items() if v[0] != idx}
+        self.slots[idx] = Slot(self.spec.start())
+        self._boot(idx)
+        why = f"worker lost ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+        for key in keys:
+            p = self.pending[key]
+            for job in list(p.waiters):
+                self.attempts[job] = self.attempts.get(job, 0) + 1
+                if self.attempts[job] > self.max_retries:
+                    del p.waiters[job]
+                    self.events.append(Event(job, p.unit, None, f"{why}; gave up after {self.max_retries} retries"))
+                else:
+                    self.retried += 1
+            if p.waiters:
+                self.ready[key] = p
+            else:
+                del self.pending[key]
+                self._release_children(key)
