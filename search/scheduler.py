@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.units import Unit
-
 from pipeline.workers import TrialWorker
 from tasks.errors import LLLError
 
@@ -199,31 +198,34 @@ class Scheduler:
         return not self.pending and not self.events
 
     # ---- dispatch ----------------------------------------------------------------------------
-    def _score(self, slot: Slot, key: UnitKey, p: Pending) -> tuple:
-        """Higher is better: the longest prefix this worker holds, then the least held by others,
-        then the deepest unit (depth-first keeps caches bounded), then the oldest."""
-        here = slot.held_len(p.unit)
-        others = max((s.held_len(p.unit) for s in self.slots if s is not slot), default=0)
-        return (here, -others, len(p.unit.order), -p.seq)
-
     def pick(self, idx: int) -> list[UnitKey]:
-        """The ready units worker ``idx`` should train next (empty when there are none)."""
+        """The ready units worker ``idx`` should train next (empty: nothing it should take now).
+
+        1. Units whose prefix this worker holds longest (it holds more of it than any other
+           worker), deepest first — depth-first keeps caches bounded — up to K.
+        2. Then units nobody holds (new trials, the tree's first level), a fair share of them.
+        3. Nothing of its own: steal from another worker's backlog only when that backlog has at
+           least two units (siblings with the shallowest prefix first: the cheapest to rebuild);
+           a lone unit waits for the worker that holds its prefix.
+        """
         slot = self.slots[idx]
-        if not self.ready:
-            return []
-        scored = sorted(((self._score(slot, k, p), k) for k, p in self.ready.items()), reverse=True)
-        first = scored[0][1]
-        group = self.ready[first].unit
-        free = sum(1 for s in self.slots if s.info is not None and s.batch is None)
-        cap = min(slot.population, max(1, -(-len(self.ready) // max(1, free))))
-        batch = [first]
-        for score, key in scored[1:]:
-            if len(batch) >= cap:
-                break
-            u = self.ready[key].unit
-            # As well placed here as anywhere (here ≥ others), and stackable with the first unit.
-            if score[0] >= -score[1] and (u.strategy_json, u.train_json) == (group.strategy_json, group.train_json):
-                batch.append(key)
+        k = slot.population
+        mine, unheld, others_ = [], [], []
+        for key, p in self.ready.items():
+            here = slot.held_len(p.unit)
+            there = max((s.held_len(p.unit) for s in self.slots if s is not slot), default=0)
+            if here > 0 and here >= there:
+                mine.append((-here, -len(p.unit.order), p.seq, key))
+            elif here == 0 and there == 0:
+                unheld.append((p.seq, key))
+            else:
+                others_.append((len(p.unit.order), p.seq, key))
+        batch = [key for *_, key in sorted(mine)[:k]]
+        idle = sum(1 for s in self.slots if s.batch is None)
+        share = -(-len(unheld) // max(1, idle))
+        batch += [key for _, key in sorted(unheld)[: min(k - len(batch), share)]]
+        if not batch and len(others_) >= 2:
+            batch = [key for *_, key in sorted(others_)[: min(k, len(others_) // 2)]]
         return batch
 
     def dispatch(self) -> None:
