@@ -3,11 +3,15 @@
 ``fault_point(name, **ctx)`` does nothing unless the environment variable ``LLL_FAULT`` holds a
 comma-separated list of rules ``<action>-on-<key>:<value>``. A rule fires when the point's context
 has ``str(ctx[key]) == value``; ``<key>@<point>`` restricts it to the point called ``<point>``.
-Actions: ``die`` (the process ends at once with ``os._exit(1)``, like a killed worker) and
-``raise`` (a ``RuntimeError``, like a bug). Points and their context today:
+Actions: ``die`` (the process ends at once with ``os._exit(1)``, like a killed worker),
+``kill`` (the process sends itself SIGKILL) and ``raise`` (a ``RuntimeError``, like a bug).
+Points and their context today:
 
 * ``train_unit`` (pipeline/units.py, a worker asked to train a unit): ``task`` = the unit's last
   task, ``order`` = the unit's ordering joined by ``,``.
+* ``after_record`` (search/driver.py, the search driver): ``trial`` = the number of a trial that
+  is recorded in MLflow and not yet told to Optuna — the window resume must handle, e.g.
+  ``LLL_FAULT=kill-on-trial@after_record:2``.
 
 Examples: ``LLL_FAULT=die-on-task:noisy`` (a worker dies when asked to train ``noisy``),
 ``LLL_FAULT=raise-on-order@train_unit:upright,rot90``. Tests set it on the processes they start;
@@ -17,6 +21,7 @@ it costs one dict lookup when unset.
 from __future__ import annotations
 
 import os
+import signal
 
 
 def _rules(spec: str) -> list[tuple[str, str, str | None, str]]:
@@ -26,7 +31,7 @@ def _rules(spec: str) -> list[tuple[str, str, str | None, str]]:
     while rest:
         head, _, value = rest.partition(":")
         action, _, key = head.partition("-on-")
-        cut = min((i for a in ("die-on-", "raise-on-") if (i := value.find("," + a)) >= 0), default=len(value))
+        cut = min((i for a in ("die-on-", "kill-on-", "raise-on-") if (i := value.find("," + a)) >= 0), default=len(value))
         value, rest = value[:cut], value[cut + 1 :]
         key, _, point = key.partition("@")
         rules.append((action, key, point or None, value))
@@ -43,5 +48,7 @@ def fault_point(name: str, **ctx: object) -> None:
             continue
         if action == "die":
             os._exit(1)
+        if action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
         if action == "raise":
             raise RuntimeError(f"injected fault at {name} ({key}={value})")

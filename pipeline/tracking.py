@@ -106,6 +106,28 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     raise LLLError(f"unsupported tracking URI {mask_url(uri)}; use sqlite:///FILE, http://HOST:PORT or a DB URL")
 
 
+@functools.cache
+def sqlite_fast_commits() -> None:
+    """Every SQLite connection this process opens (Optuna's and MLflow's stores) runs in WAL mode
+    with ``synchronous=NORMAL``: a commit no longer waits for an fsync. Measured on the default
+    pool's exhaustive search, the ~4,000 commits of 120 trials took 32 s of the driver's time with
+    the default rollback journal. A killed process (SIGKILL) still loses no committed transaction;
+    only a power cut could drop the last few, which resume then re-runs."""
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def on_connect(dbapi_conn, _record) -> None:
+        if isinstance(dbapi_conn, sqlite3.Connection):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+    event.listen(Engine, "connect", on_connect)
+
+
 @functools.lru_cache(maxsize=8)
 def client(uri: str):
     """THE MLflow client of ``uri`` (every module asks here; one per URI per process, so its
@@ -116,7 +138,7 @@ def client(uri: str):
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
+    sqlite_fast_commits()
     return MlflowClient(tracking_uri=uri)
 
 
@@ -165,8 +187,8 @@ def log_ordering_run(
     series (``step_metrics``, step = tasks trained so far), R as JSON + heatmap, and ``files``
     (artifact sub-folder, local file) pairs, e.g. checkpoints.
 
-    Drawing the heatmap PNG (matplotlib) is about three quarters of this function's time;
-    ``heatmap=False`` keeps R.json only, for searches of many cheap trials."""
+    The heatmap PNG is drawn with Pillow (:meth:`RMatrix.heatmap_fast`: milliseconds; matplotlib
+    took three quarters of this function's time); ``heatmap=False`` keeps R.json only."""
     import time
 
     from mlflow.entities import Metric, Param, RunTag
@@ -190,6 +212,6 @@ def log_ordering_run(
             rmatrix.to_json(Path(tmp) / "R.json")
             mc.log_artifact(run_id, str(Path(tmp) / "R.json"))
             if heatmap:
-                mc.log_artifact(run_id, str(rmatrix.heatmap(Path(tmp) / "R.png")))
+                mc.log_artifact(run_id, str(rmatrix.heatmap_fast(Path(tmp) / "R.png")))
         for folder, path in files or []:
             mc.log_artifact(run_id, str(path), artifact_path=folder)

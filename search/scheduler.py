@@ -282,11 +282,13 @@ class Scheduler:
             ckpt = res.get("checkpoint")
             if self.memo_on:
                 self.memo[key] = {**res, "checkpoint": None}
-            for job, wants in p.waiters.items():
+            shared = {**res, "trained": 0, "reused": 1, "seconds": 0.0}  # what the other waiters got for free
+            for n, (job, wants) in enumerate(p.waiters.items()):
                 if wants and ckpt is None:  # joined after it was sent: ask again (the cache answers)
                     self.submit(dataclasses.replace(p.unit, keep_checkpoint=True), job)
                     continue
-                self.events.append(Event(job, p.unit, {**res, "checkpoint": ckpt if wants else None}, None, slot.info))
+                got = {**(res if n == 0 else shared), "checkpoint": ckpt if wants else None}
+                self.events.append(Event(job, p.unit, got, None, slot.info or {}))
             self._release_children(key)
 
     def _release_children(self, key: UnitKey) -> None:
