@@ -254,3 +254,49 @@ def run_result_record(
         files.append(("checkpoints", "final.pt", blob))
     metrics = {"seconds": result.seconds, "tasks_trained": result.trained}
     return RunRecord(experiment, name, params, {}, result.rmatrix, metrics, series, files)
+
+
+# ---- the search's parent run ------------------------------------------------------------------
+def open_parent_run(study: Any, settings: dict[str, Any], uri: str) -> str:
+    """The search's parent run (tag lll.kind=search, the study's settings as params), created once
+    and continued (status RUNNING again) on --resume."""
+    import json
+
+    parent = study.user_attrs.get("mlflow_parent_run_id")
+    if parent:
+        tracking.client(uri).update_run(parent, status="RUNNING")
+        return parent
+    parent = tracking.start_run(uri, study.study_name, f"search {study.study_name}", tags={"lll.kind": "search"})
+    params = {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in settings.items() if k != "pool_spec"}
+    tracking.log_ordering_run(uri, parent, None, params)
+    study.set_user_attr("mlflow_parent_run_id", parent)
+    return parent
+
+
+def close_parent_run(study: Any, uri: str, parent: str, summary: Any) -> dict[str, Any] | None:
+    """Study-level artifacts (Pareto front, ACC distribution, recommended order) and metrics,
+    then FINISHED. Returns the recommendation (None when no trial completed)."""
+    import contextlib
+    import json
+
+    from search.recommend import recommendation
+    from search.report import acc_distribution_plot, pareto_plot
+    from tasks.errors import LLLError
+
+    mc = tracking.client(uri)
+    rec = None
+    with contextlib.suppress(LLLError):
+        rec = recommendation(study)
+    with tempfile.TemporaryDirectory() as tmp:
+        if rec is not None:
+            p = Path(tmp) / "recommended_order.json"
+            p.write_text(json.dumps(rec, indent=2))
+            mc.log_artifact(parent, str(p))
+            mc.log_artifact(parent, str(pareto_plot(study, Path(tmp) / "pareto.png")))
+            mc.log_artifact(parent, str(acc_distribution_plot(study, Path(tmp) / "acc_distribution.png")))
+            mc.log_metric(parent, "best_acc", rec["acc"])
+            mc.log_metric(parent, "best_bwt", rec["bwt"])
+    for k in ("complete", "pruned", "failed", "trained", "reused", "saved_by_pruning"):
+        mc.log_metric(parent, f"search_{k}", getattr(summary, k))
+    mc.set_terminated(parent, "FINISHED")
+    return rec

@@ -7,12 +7,15 @@ Search trials, ``--exhaustive`` enumeration and affinity measurement all hand th
 * keeps one table of units: a unit asked for by several jobs is trained once (the others wait on
   it), a unit already trained is answered from the table, and a unit whose parent prefix is still
   being trained waits for it instead of training it a second time elsewhere;
-* gives a free worker up to K ready units per call (K = the worker's population, lockstep), the
-  first one where the worker already holds the longest prefix, then more that this worker is as
-  well placed as any other to train, deepest first (so caches stay bounded: the tree is walked
-  depth-first-ish, not level by level);
+* gives a free worker up to K ready units per call (K = the worker's population: lockstep
+  members): first the units whose prefix it holds longest, deepest first (so caches stay bounded:
+  the tree is walked depth-first-ish, not level by level, and siblings go out together), then a
+  fair share of units nobody holds; a unit whose prefix another worker holds waits for that worker
+  unless that worker has a backlog of two or more (then the idle one steals the shallowest);
 * replaces a lost worker (process or node) and retries its units: a job is retried at most
-  ``max_retries`` times, then failed with the reason; a unit's own error fails its jobs.
+  ``max_retries`` times, then failed with the reason; the units of a lost batch are sent alone
+  from then on, so one unit that kills its worker does not take its batch-mates down with it; a
+  unit's own error fails its jobs.
 
 It never blocks on one worker: :meth:`Scheduler.poll` waits on all calls in flight at once.
 """
@@ -92,6 +95,7 @@ class Pending:
     unit: Unit
     waiters: dict[Hashable, bool] = field(default_factory=dict)
     seq: int = 0  # submission order, the last tie-break
+    solo: bool = False  # was in a batch whose worker died: sent alone from now on, to find the culprit
 
 
 @dataclass
@@ -226,7 +230,8 @@ class Scheduler:
         batch += [key for _, key in sorted(unheld)[: min(k - len(batch), share)]]
         if not batch and len(others_) >= 2:
             batch = [key for *_, key in sorted(others_)[: min(k, len(others_) // 2)]]
-        return batch
+        solo = [key for key in batch if self.ready[key].solo]
+        return solo[:1] or batch
 
     def dispatch(self) -> None:
         """Give every idle, booted worker its next batch."""
@@ -267,6 +272,10 @@ class Scheduler:
                 else:
                     self._finished(idx, res)
             self.dispatch()
+        return self.take_events()
+
+    def take_events(self) -> list[Event]:
+        """What finished since the last call (without waiting)."""
         out, self.events = self.events, []
         return out
 
@@ -325,14 +334,16 @@ class Scheduler:
         self.inflight = {f: v for f, v in self.inflight.items() if v[0] != idx}
         self.slots[idx] = Slot(self.spec.start())
         self._boot(idx)
-        why = f"worker lost ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
         for key in keys:
             p = self.pending[key]
+            p.solo = True
             for job in list(p.waiters):
-                self.attempts[job] = self.attempts.get(job, 0) + 1
-                if self.attempts[job] > self.max_retries:
+                n = self.attempts[job] = self.attempts.get(job, 0) + 1
+                if n > self.max_retries:
                     del p.waiters[job]
-                    self.events.append(Event(job, p.unit, None, f"{why}; gave up after {self.max_retries} retries"))
+                    reason = f"worker lost {n} times ({why}); gave up after {self.max_retries} retries"
+                    self.events.append(Event(job, p.unit, None, reason, {}))
                 else:
                     self.retried += 1
             if p.waiters:
