@@ -31,7 +31,9 @@ def _rules(spec: str) -> list[tuple[str, str, str | None, str]]:
     while rest:
         head, _, value = rest.partition(":")
         action, _, key = head.partition("-on-")
-        cut = min((i for a in ("die-on-", "kill-on-", "raise-on-") if (i := value.find("," + a)) >= 0), default=len(value))
+        cut = min(
+            (i for a in ("die-on-", "kill-on-", "raise-on-") if (i := value.find("," + a)) >= 0), default=len(value)
+        )
         value, rest = value[:cut], value[cut + 1 :]
         key, _, point = key.partition("@")
         rules.append((action, key, point or None, value))

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from pipeline.faults import fault_point
 
 from pipeline.config import TrainConfig
+from pipeline.faults import fault_point
 from pipeline.rmatrix import RMatrix
 from search.optuna_bridge import BEST_LABEL, OptunaBridge, TrialRun
 from search.recording import Recorder, StudyContext, trial_record
@@ -78,6 +78,7 @@ class SearchSummary:
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
     workers: list[dict[str, Any]] = field(default_factory=list)  # each worker's info (device, population K)
+    timing: dict[str, float] = field(default_factory=dict)  # driver seconds: ask, tell, record (thread), wait
 
 
 Progress = Callable[[dict[str, Any]], None]
@@ -123,7 +124,9 @@ class SearchDriver:
         want = self.to_run if self.cfg.exhaustive else 2 * self.cfg.workers + 1
         running = sum(1 for r in self.active if r.state == "running")
         while running < want and self.asked < self.to_run and self._time_left():
+            t0 = time.perf_counter()
             run = self.bridge.ask()
+            self._clock("ask", t0)
             self.asked += 1
             running += 1
             self.active.append(run)
@@ -185,6 +188,7 @@ class SearchDriver:
         if error is not None:
             raise LLLError(f"recording trial {run.trial.number} in MLflow failed ({error[:300]}); check --tracking-uri")
         fault_point("after_record", trial=run.trial.number)  # tests: a kill between MLflow and Optuna
+        t0 = time.perf_counter()
         s = self.summary
         if state == "complete":
             self.bridge.tell_complete(run, dict(metrics), run_id)
@@ -201,7 +205,11 @@ class SearchDriver:
             s.failures.append(f"trial {run.trial.number}: {reason}")
         run.state = "done"
         self.active.remove(run)
+        self._clock("tell", t0)
         self._notify()
+
+    def _clock(self, what: str, t0: float) -> None:
+        self.summary.timing[what] = self.summary.timing.get(what, 0.0) + time.perf_counter() - t0
 
     # ---- progress ----------------------------------------------------------------------------
     def _notify(self) -> None:
@@ -245,7 +253,10 @@ class SearchDriver:
                 self._fill()
                 if not self._time_left():
                     self._drop_unstarted()
-                for ev in self.sched.poll(timeout=0.05 if self.recorder.busy() else 1.0):
+                t0 = time.perf_counter()
+                events = self.sched.poll(timeout=0.05 if self.recorder.busy() else 1.0)
+                self._clock("wait", t0)
+                for ev in events:
                     self._on_event(ev)
                 for w in self.recorder.done():
                     self._on_written(w.token, w.run_id, w.error)
@@ -258,6 +269,7 @@ class SearchDriver:
             self.summary.retried = self.sched.retried
             self.sched.close()
             self.recorder.close()
+            self.summary.timing["record"] = self.recorder.seconds
         self.summary.seconds = time.perf_counter() - self.t0
         return self.summary
 

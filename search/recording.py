@@ -17,6 +17,7 @@ from __future__ import annotations
 import queue
 import tempfile
 import threading
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,7 @@ class Recorder:
         self.todo: queue.Queue[tuple[Hashable, RunRecord] | None] = queue.Queue()
         self.out: queue.Queue[Written] = queue.Queue()
         self.queued = 0
+        self.seconds = 0.0  # spent writing (on the thread): what recording costs, off the critical path
         self.thread = threading.Thread(target=self._loop, name="lll-recorder", daemon=True)
         self.thread.start()
 
@@ -131,8 +133,10 @@ class Recorder:
             if item is None:
                 return
             token, rec = item
+            t0 = time.perf_counter()
             try:
                 run_id = write(self.uri, rec) if self.uri else None
+                self.seconds += time.perf_counter() - t0
                 self.out.put(Written(token, run_id))
             except Exception as exc:
                 self.out.put(Written(token, None, f"{type(exc).__name__}: {exc}"))
