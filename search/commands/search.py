@@ -229,6 +229,14 @@ def print_search_summary(name: str, summary, rec: dict | None, tracking_uri: str
     line = workers_line(s.workers)
     if line:
         out.print(line, markup=False, highlight=False)
+    if s.timing:
+        t = s.timing
+        out.print(
+            f"driver time: ask {t.get('ask', 0):.1f} s, tell {t.get('tell', 0):.1f} s, waiting for workers "
+            f"{t.get('wait', 0):.1f} s; recording {t.get('record', 0):.1f} s on its own thread",
+            markup=False,
+            highlight=False,
+        )
     for f in s.failures[:5]:
         out.print(f"  failed: {f}", markup=False)
     if rec is not None:
