@@ -22,7 +22,7 @@ import torch
 
 from pipeline.checkpoint import checkpoint_bytes
 from pipeline.config import StrategyConfig, TrainConfig
-from pipeline.lockstep import choose_population
+from pipeline.lockstep import LockstepTrainer, choose_population
 from pipeline.runner import MemoryPrefixCache, SequenceRun
 from pipeline.train import TrainingDiverged, pick_device
 from pipeline.units import Unit, UnitRunner
@@ -51,7 +51,11 @@ class TrialWorker:
         self.unit_cache = MemoryPrefixCache(max(0, cache_bytes))
         self.cache = self.unit_cache if cache_bytes > 0 else None
         self.population, self.population_note = choose_population(population, pick_device("auto"))
-        self.units = UnitRunner(self.pool, self.unit_cache)
+        # population 1: one model at a time, bit for bit what `lll run` gives. Otherwise every unit
+        # whose strategy has a stacked loop trains in lockstep — even alone (K=1), so a state never
+        # depends on how units happened to be grouped (lockstep results do not depend on K).
+        self.lockstep = LockstepTrainer(self.pool, self.population) if self.population > 1 else None
+        self.units = UnitRunner(self.pool, self.unit_cache, self.lockstep)
         self.run: SequenceRun | None = None
         self.checkpoints: list[bytes] = []
         self.keep: str = "final"
@@ -70,7 +74,7 @@ class TrialWorker:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         return {
             "population": self.population,
-            "population_note": self.population_note,
+            "population_note": (self.lockstep.note if self.lockstep and self.lockstep.note else self.population_note),
             "node_id": node_id,
             "node_ip": node_ip,
             "host": socket.gethostname(),

@@ -10,11 +10,12 @@ Options: ``samples`` (inputs used, default 1000).
 
 import torch
 
-from pipeline.strategies.quadratic import QuadraticPenalty, per_sample_grad_stat
+from pipeline.strategies.quadratic import QuadraticLockstep, QuadraticPenalty, per_sample_grad_stat
 
 
 class MAS(QuadraticPenalty):
     name = "mas"
+    lockstep = QuadraticLockstep
     default_lam = 0.1  # tuned on mixed-mnist (README, "Default λ")
     lam_range = (0.01, 1.0)
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from pipeline.strategies.base import Strategy, trainable
+from pipeline.strategies.base import LockstepHooks, Strategy, trainable
 from tasks.pool import Task
 
 
@@ -63,6 +63,60 @@ class QuadraticPenalty(Strategy):
 
     def load_extra_state(self, state):
         self.B, self.A = dict(state["B"]), dict(state["A"])
+
+
+class QuadraticLockstep(LockstepHooks):
+    """The stacked penalty: B and Ā stacked [K, ...] (zeros for a member with no past task, whose
+    penalty is then exactly 0), λ per member."""
+
+    def begin(self):
+        st = self.st
+        self.any = any(m.B for m in st.members)
+        self.B = st.stack_dicts([m.B for m in st.members])
+        self.A = st.stack_dicts([m.A for m in st.members])
+
+    def loss(self, x, y):
+        base = super().loss(x, y)
+        if not self.any:
+            return base
+        st = self.st
+        penalty = sum((self.B[n] * (p - self.A[n]).pow(2)).reshape(st.K, -1).sum(1) for n, p in st.params.items())
+        return base + st.lam * penalty
+
+
+class PathIntegralLockstep(QuadraticLockstep):
+    """SI/RWalk's path integral ω, elementwise over stacked tensors."""
+
+    def begin(self):
+        super().begin()
+        st = self.st
+        self.omega = st.stack_dicts([m._omega for m in st.members])
+        self.prev = st.stack_dicts([m._prev for m in st.members])
+        self.grad: dict[str, torch.Tensor] = {}
+
+    def observe_grad(self, name: str, g: torch.Tensor) -> None:
+        """The stacked counterpart of :meth:`PathIntegralPenalty.observe_grad`."""
+
+    def after_backward(self):
+        st, lam = self.st, self.st.lam
+        self.grad = {}
+        for n, p in st.params.items():
+            g = p.grad.detach().clone()
+            if self.any:
+                g -= 2 * lam.view(-1, *([1] * (g.dim() - 1))) * self.B[n] * (p.detach() - self.A[n])
+            self.grad[n] = g
+            self.observe_grad(n, g)
+
+    def after_step(self):
+        for n, p in self.st.params.items():
+            now = p.detach()
+            self.omega[n] -= self.grad[n] * (now - self.prev[n])
+            self.prev[n].copy_(now)
+
+    def end(self):
+        st = self.st
+        st.unstack_into(self.omega, [m._omega for m in st.members])
+        st.unstack_into(self.prev, [m._prev for m in st.members])
 
 
 class PathIntegralPenalty(QuadraticPenalty):
