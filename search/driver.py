@@ -276,7 +276,7 @@ class SearchDriver:
     def _drop_unstarted(self) -> None:
         """Time is up: trials asked ahead that no worker started go back to the study, unrun."""
         for run in list(self.active):
-            if run.state == "running" and run.step == 0 and not run.rows and self.sched.unstarted(run):
+            if run.state == "running" and run.step == 0 and not run.rows and self.sched.table.unstarted(run):
                 self.sched.cancel(run)
                 mark_interrupted(self.study, self.study._storage.get_trial(run.trial._trial_id))
                 run.state = "done"

@@ -120,47 +120,22 @@ LOST = (
 )
 
 
-class Scheduler:
-    """Units → workers. ``submit`` what jobs need; ``poll`` for what finished; ``close`` at the end."""
+class UnitTable:
+    """Every unit somebody asked for: queued (``ready``), waiting for its parent (``blocked``),
+    in flight, or finished (``memo``); and the :class:`Event` s for the jobs that wait on them."""
 
-    def __init__(self, spec: WorkerSpec, workers: int, max_retries: int = 2, memo: bool = True) -> None:
-        self.spec, self.n_workers, self.max_retries, self.memo_on = spec, workers, max_retries, memo
-        self.slots: list[Slot] = []
-        self.inflight: dict[Any, tuple[int, str]] = {}  # ray future → (slot index, "info" | "units")
+    def __init__(self, memo: bool = True) -> None:
+        self.memo_on = memo
         self.pending: dict[UnitKey, Pending] = {}  # asked for, not finished (queued or in flight)
         self.ready: dict[UnitKey, Pending] = {}  # dispatchable now
         self.blocked: dict[UnitKey, list[UnitKey]] = {}  # parent key → children waiting for it
         self.memo: dict[UnitKey, dict[str, Any]] = {}  # finished units (without checkpoint bytes)
         self.attempts: dict[Hashable, int] = {}  # job → workers lost while it was in flight
         self.events: list[Event] = []
-        self.batch_keys: dict[int, list[UnitKey]] = {}  # slot index → keys of the units it trains
-        self.retried = 0
-        self.deaths_in_a_row = 0
         self.seq = 0
 
-    # ---- workers -----------------------------------------------------------------------------
-    def start(self) -> None:
-        for _ in range(self.n_workers):
-            self.slots.append(Slot(self.spec.start()))
-            self._boot(len(self.slots) - 1)
-
-    def _boot(self, idx: int) -> None:
-        self.inflight[self.slots[idx].actor.info.remote()] = (idx, "info")
-
-    def infos(self) -> list[dict[str, Any]]:
-        return [s.info for s in self.slots if s.info is not None]
-
-    def close(self) -> None:
-        import ray
-
-        for slot in self.slots:
-            with contextlib.suppress(Exception):
-                ray.kill(slot.actor, no_restart=True)
-        self.slots, self.inflight = [], {}
-
-    # ---- units in --------------------------------------------------------------------------
     def submit(self, unit: Unit, job: Hashable) -> None:
-        """``job`` needs ``unit``'s result; it comes back as an :class:`Event` from :meth:`poll`."""
+        """``job`` needs ``unit``'s result; it comes back as an :class:`Event`."""
         key = unit_key(unit)
         done = self.memo.get(key)
         if done is not None and (not unit.keep_checkpoint or done.get("checkpoint") is not None):
@@ -169,8 +144,6 @@ class Scheduler:
         p = self.pending.get(key) if self.memo_on else None
         if p is not None:
             p.waiters[job] = p.waiters.get(job, False) or unit.keep_checkpoint
-            if unit.keep_checkpoint and key in self.ready:  # not sent yet: ask for the bytes too
-                p.unit = unit
             return
         self.seq += 1
         p = Pending(unit, {job: unit.keep_checkpoint}, self.seq)
@@ -197,9 +170,100 @@ class Scheduler:
         """True when none of ``job``'s units has been sent to a worker yet."""
         return all(key in self.ready for key, p in self.pending.items() if job in p.waiters)
 
-    def idle(self) -> bool:
-        """Nothing queued, nothing training, nothing to report (workers booting do not count)."""
-        return not self.pending and not self.events
+    def take_events(self) -> list[Event]:
+        """What finished since the last call."""
+        out, self.events = self.events, []
+        return out
+
+    def finished(self, key: UnitKey, res: dict[str, Any], node: dict[str, Any]) -> None:
+        """A worker's answer for one unit: an event for every job waiting on it. The first waiter
+        is credited with the training; the others got it for free (``trained`` 0, ``reused`` 1)."""
+        p = self.pending.pop(key)
+        if res.get("error"):
+            self.failed(key, p, str(res["error"]), node)
+            return
+        ckpt = res.get("checkpoint")
+        if self.memo_on:
+            self.memo[key] = {**res, "checkpoint": None}
+        shared = {**res, "trained": 0, "reused": 1, "seconds": 0.0}
+        for n, (job, wants) in enumerate(p.waiters.items()):
+            if wants and ckpt is None:  # joined after it was sent: ask again (the worker's cache answers)
+                self.submit(dataclasses.replace(p.unit, keep_checkpoint=True), job)
+                continue
+            got = {**(res if n == 0 else shared), "checkpoint": ckpt if wants else None}
+            self.events.append(Event(job, p.unit, got, None, node))
+        self._release_children(key)
+
+    def failed(self, key: UnitKey, p: Pending, reason: str, node: dict[str, Any]) -> None:
+        for job in p.waiters:
+            self.events.append(Event(job, p.unit, None, reason, node))
+        self._release_children(key)
+
+    def lost(self, key: UnitKey, why: str, max_retries: int) -> int:
+        """The unit's worker died: charge each waiting job one attempt, fail those past
+        ``max_retries``, queue the unit again (alone from now on) for the rest; returns the retries."""
+        p = self.pending[key]
+        p.solo = True
+        retries = 0
+        for job in list(p.waiters):
+            n = self.attempts[job] = self.attempts.get(job, 0) + 1
+            if n > max_retries:
+                del p.waiters[job]
+                reason = f"worker lost {n} times ({why}); gave up after {max_retries} retries"
+                self.events.append(Event(job, p.unit, None, reason, {}))
+            else:
+                retries += 1
+        if p.waiters:
+            self.ready[key] = p
+        else:
+            del self.pending[key]
+            self._release_children(key)
+        return retries
+
+    def _release_children(self, key: UnitKey) -> None:
+        for child in self.blocked.pop(key, []):
+            if child in self.pending:
+                self.ready[child] = self.pending[child]
+
+
+class Scheduler:
+    """Units → workers. ``submit`` what jobs need; ``poll`` for what finished; ``close`` at the end."""
+
+    def __init__(self, spec: WorkerSpec, workers: int, max_retries: int = 2, memo: bool = True) -> None:
+        self.spec, self.n_workers, self.max_retries = spec, workers, max_retries
+        self.table = UnitTable(memo)
+        self.slots: list[Slot] = []
+        self.inflight: dict[Any, tuple[int, str]] = {}  # ray future → (slot index, "info" | "units")
+        self.batch_keys: dict[int, list[UnitKey]] = {}  # slot index → keys of the units it trains
+        self.retried = 0
+        self.deaths_in_a_row = 0
+
+    # ---- workers -----------------------------------------------------------------------------
+    def start(self) -> None:
+        for _ in range(self.n_workers):
+            self.slots.append(Slot(self.spec.start()))
+            self._boot(len(self.slots) - 1)
+
+    def _boot(self, idx: int) -> None:
+        self.inflight[self.slots[idx].actor.info.remote()] = (idx, "info")
+
+    def infos(self) -> list[dict[str, Any]]:
+        return [s.info for s in self.slots if s.info is not None]
+
+    def close(self) -> None:
+        import ray
+
+        for slot in self.slots:
+            with contextlib.suppress(Exception):
+                ray.kill(slot.actor, no_restart=True)
+        self.slots, self.inflight = [], {}
+
+    def submit(self, unit: Unit, job: Hashable) -> None:
+        """``job`` needs ``unit``'s result; it comes back as an :class:`Event` from :meth:`poll`."""
+        self.table.submit(unit, job)
+
+    def cancel(self, job: Hashable) -> None:
+        self.table.cancel(job)
 
     # ---- dispatch ----------------------------------------------------------------------------
     def pick(self, idx: int) -> list[UnitKey]:
@@ -215,7 +279,7 @@ class Scheduler:
         slot = self.slots[idx]
         k = slot.population
         mine, unheld, others_ = [], [], []
-        for key, p in self.ready.items():
+        for key, p in self.table.ready.items():
             here = slot.held_len(p.unit)
             there = max((s.held_len(p.unit) for s in self.slots if s is not slot), default=0)
             if here > 0 and here >= there:
@@ -230,7 +294,7 @@ class Scheduler:
         batch += [key for _, key in sorted(unheld)[: min(k - len(batch), share)]]
         if not batch and len(others_) >= 2:
             batch = [key for *_, key in sorted(others_)[: min(k, len(others_) // 2)]]
-        solo = [key for key in batch if self.ready[key].solo]
+        solo = [key for key in batch if self.table.ready[key].solo]
         return solo[:1] or batch
 
     def dispatch(self) -> None:
@@ -240,10 +304,10 @@ class Scheduler:
                 continue
             keys = self.pick(idx)
             if not keys:
-                return
+                continue
             units = []
             for key in keys:
-                p = self.ready.pop(key)
+                p = self.table.ready.pop(key)
                 keep = any(p.waiters.values())
                 units.append(Unit(p.unit.order, p.unit.strategy_json, p.unit.train_json, p.unit.seed, keep))
                 slot.held.update(unit_key(p.unit, p.unit.order[:i]) for i in range(1, len(p.unit.order) + 1))
@@ -257,7 +321,7 @@ class Scheduler:
         import ray
 
         self.dispatch()
-        if not self.events and self.inflight:
+        if not self.table.events and self.inflight:
             ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
             for fut in ready:
                 idx, kind = self.inflight.pop(fut)
@@ -272,43 +336,14 @@ class Scheduler:
                 else:
                     self._finished(idx, res)
             self.dispatch()
-        return self.take_events()
-
-    def take_events(self) -> list[Event]:
-        """What finished since the last call (without waiting)."""
-        out, self.events = self.events, []
-        return out
+        return self.table.take_events()
 
     def _finished(self, idx: int, results: list[dict[str, Any]]) -> None:
         slot = self.slots[idx]
         keys = self.batch_keys.pop(idx)
         slot.batch = None
         for key, res in zip(keys, results, strict=True):
-            p = self.pending.pop(key)
-            if res.get("error"):
-                self._fail(key, p, str(res["error"]), slot.info or {})
-                continue
-            ckpt = res.get("checkpoint")
-            if self.memo_on:
-                self.memo[key] = {**res, "checkpoint": None}
-            shared = {**res, "trained": 0, "reused": 1, "seconds": 0.0}  # what the other waiters got for free
-            for n, (job, wants) in enumerate(p.waiters.items()):
-                if wants and ckpt is None:  # joined after it was sent: ask again (the cache answers)
-                    self.submit(dataclasses.replace(p.unit, keep_checkpoint=True), job)
-                    continue
-                got = {**(res if n == 0 else shared), "checkpoint": ckpt if wants else None}
-                self.events.append(Event(job, p.unit, got, None, slot.info or {}))
-            self._release_children(key)
-
-    def _release_children(self, key: UnitKey) -> None:
-        for child in self.blocked.pop(key, []):
-            if child in self.pending:
-                self.ready[child] = self.pending[child]
-
-    def _fail(self, key: UnitKey, p: Pending, reason: str, node: dict[str, Any]) -> None:
-        for job in p.waiters:
-            self.events.append(Event(job, p.unit, None, reason, node))
-        self._release_children(key)
+            self.table.finished(key, res, slot.info or {})
 
     def _call_failed(self, idx: int, kind: str, exc: BaseException) -> None:
         """A call raised: a lost worker (replace it, retry its units) or a bug in the call (fail them)."""
@@ -320,8 +355,9 @@ class Scheduler:
         lost = type(exc).__name__ in LOST or isinstance(exc, ray.exceptions.RayActorError)
         if not lost:
             slot.batch = None
+            reason = f"{type(cause).__name__}: {str(cause)[:500]}"
             for key in keys:
-                self._fail(key, self.pending.pop(key), f"{type(cause).__name__}: {str(cause)[:500]}", slot.info or {})
+                self.table.failed(key, self.table.pending.pop(key), reason, slot.info or {})
             return
         self.deaths_in_a_row += 1
         if self.deaths_in_a_row > self.n_workers * (self.max_retries + 2):
@@ -336,18 +372,4 @@ class Scheduler:
         self._boot(idx)
         why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
         for key in keys:
-            p = self.pending[key]
-            p.solo = True
-            for job in list(p.waiters):
-                n = self.attempts[job] = self.attempts.get(job, 0) + 1
-                if n > self.max_retries:
-                    del p.waiters[job]
-                    reason = f"worker lost {n} times ({why}); gave up after {self.max_retries} retries"
-                    self.events.append(Event(job, p.unit, None, reason, {}))
-                else:
-                    self.retried += 1
-            if p.waiters:
-                self.ready[key] = p
-            else:
-                del self.pending[key]
-                self._release_children(key)
+            self.retried += self.table.lost(key, why, self.max_retries)

@@ -70,7 +70,7 @@ def test_a_worker_picks_the_candidate_whose_prefix_it_holds() -> None:
     s.submit(U("a", "b"), "first")  # submitted first: FIFO dispatch would send this one
     s.submit(U("c", "d"), "second")
     picked = s.pick(0)
-    assert [s.ready[k].unit for k in picked] == [U("c", "d")]
+    assert [s.table.ready[k].unit for k in picked] == [U("c", "d")]
     assert s.pick(1) == [unit_key(U("a", "b"))]  # and the other worker the other one
 
 
@@ -93,12 +93,12 @@ def test_a_unit_two_jobs_need_is_trained_once_and_its_child_waits_for_it() -> No
     sent = s.slots[0].actor.sent
     assert sent == [[U("a")]]
     s._finished(0, [result(U("a"))])
-    events = {e.job: e.result for e in s.take_events()}
+    events = {e.job: e.result for e in s.table.take_events()}
     assert events["job1"]["trained"] == 1 and events["job2"]["trained"] == 0  # credited once
     s.dispatch()
     assert sent[-1] == [U("a", "b")]
     s.submit(U("a"), "job4")  # finished already: answered from the table, no training
-    assert [e.result["reused"] for e in s.take_events()] == [1]
+    assert [e.result["reused"] for e in s.table.take_events()] == [1]
 
 
 # ---- end to end -----------------------------------------------------------------------------
