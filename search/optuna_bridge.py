@@ -173,7 +173,8 @@ class OptunaBridge:
         done = {tuple(t.user_attrs.get("order", ())) for t in finished_trials(self.study)}
         waiting = set()
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            waiting.add(tuple(self.space.suggest(optuna.trial.FixedTrial(t.params)).order))
+            params = t.system_attrs.get("fixed_params") or t.params  # an enqueued trial keeps them here
+            waiting.add(tuple(self.space.suggest(optuna.trial.FixedTrial(params)).order))
         strategy = self.space.strategies[0]
         for order in all_orderings(tasks):
             if tuple(order) not in done and tuple(order) not in waiting:

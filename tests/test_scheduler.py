@@ -101,14 +101,11 @@ def test_a_unit_two_jobs_need_is_trained_once_and_its_child_waits_for_it() -> No
     assert [e.result["reused"] for e in s.table.take_events()] == [1]
 
 
-# ---- end to end -----------------------------------------------------------------------------
-@pytest.fixture
-def pooldir(tmp_path: Path) -> Path:
-    (tmp_path / "pool.yaml").write_text(POOL_YAML)
-    return tmp_path
-
-
-def search(cwd: Path, *args: str, fault: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+# ---- end to end ----------------------------------------------------------------------------
+# Two exhaustive searches of the same 3-task pool (6 orderings) share one folder: one at K=4 with a
+# worker that dies on [upright, rot90], one at K=1 whose driver is SIGKILLed after trial 2 is in
+# MLflow and before Optuna is told, then resumed. Together they also compare K=4 with K=1.
+def search(cwd: Path, *args: str, fault: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**LLL_ENV, **({"LLL_FAULT": fault} if fault else {})}
     cmd = [sys.executable, "-m", "search.cli", "search", "--pool", "pool.yaml", *FAST, "--workers", "1", *args]
     proc = subprocess.Popen(
@@ -122,11 +119,25 @@ def search(cwd: Path, *args: str, fault: str | None = None, timeout: float = 300
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("sched")
+    (d / "pool.yaml").write_text(POOL_YAML)
+    retry = search(
+        d, "--exhaustive", "--study", "r", "--population", "4", fault="die-on-order@train_unit:upright,rot90"
+    )
+    killed = search(d, "--exhaustive", "--study", "k", "--population", "1", fault="kill-on-trial@after_record:2")
+    storage = f"sqlite:///{d}/optuna.db"
+    stale = optuna.load_study(study_name="k", storage=storage).trials[2].state
+    resumed = lll("search", "--study", "k", "--resume", "--population", "1", cwd=d, timeout=600)
+    return {"dir": d, "storage": storage, "retry": retry, "killed": killed, "stale": stale, "resumed": resumed}
+
+
 @pytest.mark.e2e
-def test_a_worker_dying_on_one_task_gets_two_retries_then_fails_and_the_study_finishes(pooldir: Path) -> None:
-    res = search(pooldir, "--exhaustive", "--study", "r", fault="die-on-order@train_unit:upright,rot90")
+def test_a_worker_dying_on_one_task_gets_two_retries_then_fails_and_the_study_finishes(runs: dict) -> None:
+    res = runs["retry"]
     assert res.returncode == 0, res.stderr[-3000:]
-    study = optuna.load_study(study_name="r", storage=f"sqlite:///{pooldir}/optuna.db")
+    study = optuna.load_study(study_name="r", storage=runs["storage"])
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 5
     assert [t.user_attrs["order"] for t in failed] == [["upright", "rot90", "permuted"]]
@@ -136,25 +147,38 @@ def test_a_worker_dying_on_one_task_gets_two_retries_then_fails_and_the_study_fi
 
 
 @pytest.mark.e2e
-def test_a_driver_killed_between_mlflow_and_optuna_resumes_with_that_trial_complete_once(pooldir: Path) -> None:
-    killed = search(pooldir, "--exhaustive", "--study", "k", fault="kill-on-trial@after_record:2")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    storage = f"sqlite:///{pooldir}/optuna.db"
-    assert optuna.load_study(study_name="k", storage=storage).trials[2].state == TrialState.RUNNING
-    res = lll("search", "--study", "k", "--resume", cwd=pooldir)
+def test_a_driver_killed_between_mlflow_and_optuna_resumes_with_that_trial_complete_once(runs: dict) -> None:
+    assert runs["killed"].returncode == -signal.SIGKILL, runs["killed"].stderr[-3000:]
+    assert runs["stale"] == TrialState.RUNNING  # recorded in MLflow, never told to Optuna
+    res = runs["resumed"]
     assert res.returncode == 0, res.stderr[-3000:]
     assert "recovered" in res.stdout
-    study = optuna.load_study(study_name="k", storage=storage)
+    study = optuna.load_study(study_name="k", storage=runs["storage"])
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len({tuple(t.user_attrs["order"]) for t in complete}) == len(complete) == 6
     t2 = study.trials[2]
     assert t2.state == TrialState.COMPLETE and t2.user_attrs["R"] and t2.user_attrs["order"]
-    client = MlflowClient(f"sqlite:///{pooldir}/mlflow.db")
+    client = MlflowClient(f"sqlite:///{runs['dir']}/mlflow.db")
     exp = client.get_experiment_by_name("k")
-    runs = client.search_runs([exp.experiment_id], "tags.`lll.state` = 'complete'", max_results=100)
-    numbers = [int(r.data.tags["optuna_trial_number"]) for r in runs]
+    mlruns = client.search_runs([exp.experiment_id], "tags.`lll.state` = 'complete'", max_results=100)
+    numbers = [int(r.data.tags["optuna_trial_number"]) for r in mlruns]
     assert numbers.count(2) == 1 and sorted(numbers) == sorted(t.number for t in complete)
-    assert t2.user_attrs["mlflow_run_id"] in {r.info.run_id for r in runs}
+    assert t2.user_attrs["mlflow_run_id"] in {r.info.run_id for r in mlruns}
+
+
+@pytest.mark.e2e
+def test_population_4_gives_the_same_trials_as_population_1(runs: dict) -> None:
+    assert "with K=4" in runs["retry"].stdout and "with K=1" in runs["resumed"].stdout
+    rs = {}
+    for name in ("r", "k"):
+        study = optuna.load_study(study_name=name, storage=runs["storage"])
+        rs[name] = {
+            tuple(t.user_attrs["order"]): np.array(t.user_attrs["R"])
+            for t in study.get_trials(states=(TrialState.COMPLETE,))
+        }
+    assert len(rs["r"]) == 5 and set(rs["r"]) <= set(rs["k"])
+    for order, r4 in rs["r"].items():
+        assert np.abs(r4 - rs["k"][order]).mean() <= 0.005, order  # lockstep's tolerance: 0.5 points per entry
 
 
 def test_bad_population_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -165,20 +189,6 @@ def test_bad_population_is_one_line_and_exit_2(tmp_path: Path) -> None:
         lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
         assert res.returncode == 2 and len(lines) == 1, (case, res.stderr)
         assert lines[0].startswith("error:") and "--population" in lines[0], case
-
-
-@pytest.mark.e2e
-def test_population_4_gives_the_same_trials_as_population_1(pooldir: Path) -> None:
-    rs = {}
-    for k in ("1", "4"):
-        res = search(pooldir, "--exhaustive", "--study", f"p{k}", "--population", k)
-        assert res.returncode == 0, res.stderr[-3000:]
-        assert f"with K={k}" in res.stdout
-        study = optuna.load_study(study_name=f"p{k}", storage=f"sqlite:///{pooldir}/optuna.db")
-        rs[k] = {tuple(t.user_attrs["order"]): np.array(t.user_attrs["R"]) for t in study.trials}
-    assert rs["1"].keys() == rs["4"].keys() and len(rs["1"]) == 6
-    for order, r1 in rs["1"].items():
-        assert np.abs(rs["4"][order] - r1).mean() <= 0.005, order  # the lockstep tolerance: 0.5 points
 
 
 def test_run_search_and_affinity_record_through_one_path() -> None:
