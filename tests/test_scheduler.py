@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -215,3 +216,16 @@ def test_run_search_and_affinity_record_through_one_path() -> None:
     assert "search.recording" in (ROOT / "search/affinity_runs.py").read_text()
     assert "search.scheduler" in (ROOT / "search/driver.py").read_text()
     assert "search.scheduler" in (ROOT / "search/affinity_runs.py").read_text()
+
+
+@pytest.mark.e2e
+def test_progress_is_plain_lines_naming_one_trials_own_acc_and_bwt_when_stderr_is_a_pipe(runs: dict) -> None:
+    lines = [ln for ln in runs["retry"].stderr.splitlines() if ln.startswith("trials ")]
+    assert lines[0].startswith("trials 0/6 after") and lines[-1].startswith("trials 6/6 after"), lines
+    assert not any("\x1b[" in ln or "━" in ln for ln in runs["retry"].stderr.splitlines())  # no bar, no escapes
+    m = re.search(r"best ACC trial #(\d+): ACC ([\d.]+) BWT ([+-][\d.]+)", lines[-1])
+    assert m, lines[-1]
+    study = optuna.load_study(study_name="r", storage=runs["storage"])
+    best = max(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.user_attrs["acc"])
+    assert int(m.group(1)) == best.number
+    assert m.group(2) == f"{best.user_attrs['acc'] * 100:.1f}" and m.group(3) == f"{best.user_attrs['bwt'] * 100:+.1f}"
