@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import TrialState
-from pipeline.units import Unit
 
 from pipeline.rmatrix import RMatrix
+from pipeline.units import Unit
 from search.ordering import all_orderings
 from search.space import Candidate, SearchSpace
 from search.study import finished_trials

@@ -270,8 +270,9 @@ class Scheduler:
         """The ready units worker ``idx`` should train next (empty: nothing it should take now).
 
         1. Units whose prefix this worker holds longest (it holds more of it than any other
-           worker), deepest first — depth-first keeps caches bounded — up to K.
-        2. Then units nobody holds (new trials, the tree's first level), a fair share of them.
+           worker), deepest first — depth-first keeps caches bounded — up to K;
+        2. then units nobody holds (new trials, the tree's first level); 1 and 2 together at most
+           a fair share of the ready units when other workers are idle too.
         3. Nothing of its own: steal from another worker's backlog only when that backlog has at
            least two units (siblings with the shallowest prefix first: the cheapest to rebuild);
            a lone unit waits for the worker that holds its prefix.
@@ -288,10 +289,10 @@ class Scheduler:
                 unheld.append((p.seq, key))
             else:
                 others_.append((len(p.unit.order), p.seq, key))
-        batch = [key for *_, key in sorted(mine)[:k]]
-        idle = sum(1 for s in self.slots if s.batch is None)
-        share = -(-len(unheld) // max(1, idle))
-        batch += [key for _, key in sorted(unheld)[: min(k - len(batch), share)]]
+        idle = sum(1 for s in self.slots if s.batch is None)  # this one included
+        cap = min(k, -(-len(self.table.ready) // max(1, idle)))  # leave idle workers their share
+        batch = [key for *_, key in sorted(mine)[:cap]]
+        batch += [key for _, key in sorted(unheld)[: cap - len(batch)]]
         if not batch and len(others_) >= 2:
             batch = [key for *_, key in sorted(others_)[: min(k, len(others_) // 2)]]
         solo = [key for key in batch if self.table.ready[key].solo]
