@@ -21,6 +21,7 @@ import optuna
 from pipeline.config import TrainConfig
 from pipeline.faults import fault_point
 from pipeline.rmatrix import RMatrix
+from pipeline.units import Unit
 from search.optuna_bridge import BEST_LABEL, OptunaBridge, TrialRun
 from search.recording import Recorder, StudyContext, trial_record
 from search.resume import recover
@@ -109,7 +110,8 @@ class SearchDriver:
         self.ctx = StudyContext(
             cfg.study, cfg.experiment, parent_run_id, cfg.pool_name, cfg.pool_fingerprint, cfg.train, cfg.checkpoints
         )
-        self.active: list[TrialRun] = []  # asked, not yet told
+        self.queue: list[TrialRun] = []  # asked, not started
+        self.active: list[TrialRun] = []  # started, not yet told
         self.t0 = time.perf_counter()
         self.last_note = 0.0
         self.asked = 0
@@ -121,19 +123,30 @@ class SearchDriver:
         return self.cfg.time_budget is None or time.perf_counter() - self.t0 < self.cfg.time_budget
 
     def _fill(self) -> None:
-        """Ask ahead: every remaining trial in exhaustive mode, else a couple per worker. At most
-        ASK_CHUNK per loop turn, so workers get their first units while the rest are asked."""
-        want = self.to_run if self.cfg.exhaustive else 2 * self.cfg.workers + 1
+        """Ask ahead and start trials. Exhaustive: every trial, ASK_CHUNK per turn (workers get
+        their first units while the rest are asked). Otherwise one running trial per worker, as
+        many asked ahead, and a free worker's next trial is the queued one with the longest
+        prefix already trained (the unit table answers that prefix without training)."""
+        cap = self.to_run if self.cfg.exhaustive else self.cfg.workers
         running = sum(1 for r in self.active if r.state == "running")
-        want = min(want, running + ASK_CHUNK)
-        while running < want and self.asked < self.to_run and self._time_left():
+        want = self.cfg.workers + 1 if not self.cfg.exhaustive else min(cap - running, ASK_CHUNK)
+        while len(self.queue) < want and self.asked < self.to_run and self._time_left():
             t0 = time.perf_counter()
-            run = self.bridge.ask()
-            self._clock("ask", t0)
+            self.queue.append(self.bridge.ask())
             self.asked += 1
-            running += 1
+            self._clock("ask", t0)
+        while running < cap and self.queue:
+            run = max(self.queue, key=self._cached)
+            self.queue.remove(run)
             self.active.append(run)
+            running += 1
             self._next(run)
+
+    def _cached(self, run: TrialRun) -> tuple[int, int]:
+        """(tasks of the ordering already trained for its first seed, -trial number): what to start first."""
+        c = run.candidate
+        path = Unit(c.order, c.strategy.model_dump_json(), self.bridge.train_json, run.seeds[0])
+        return self.sched.table.cached_len(path), -run.trial.number
 
     def _next(self, run: TrialRun) -> None:
         for unit in self.bridge.units(run):
@@ -268,7 +281,7 @@ class SearchDriver:
                     self._on_written(w.token, w.run_id, w.error)
                 if time.perf_counter() - self.last_note > HEARTBEAT:
                     self._notify()
-                if not self.active and (self.asked >= self.to_run or not self._time_left()):
+                if not self.active and not self.queue and (self.asked >= self.to_run or not self._time_left()):
                     break
         finally:
             self.summary.workers = self.sched.infos()
@@ -280,10 +293,7 @@ class SearchDriver:
         return self.summary
 
     def _drop_unstarted(self) -> None:
-        """Time is up: trials asked ahead that no worker started go back to the study, unrun."""
-        for run in list(self.active):
-            if run.state == "running" and run.step == 0 and not run.rows and self.sched.table.unstarted(run):
-                self.sched.cancel(run)
-                mark_interrupted(self.study, self.study._storage.get_trial(run.trial._trial_id))
-                run.state = "done"
-                self.active.remove(run)
+        """Time is up: trials asked ahead that were never started go back to the study, unrun."""
+        for run in self.queue:
+            mark_interrupted(self.study, self.study._storage.get_trial(run.trial._trial_id))
+        self.queue = []

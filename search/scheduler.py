@@ -166,9 +166,12 @@ class UnitTable:
                 self._release_children(key)
         self.events = [e for e in self.events if e.job != job]
 
-    def unstarted(self, job: Hashable) -> bool:
-        """True when none of ``job``'s units has been sent to a worker yet."""
-        return all(key in self.ready for key, p in self.pending.items() if job in p.waiters)
+    def cached_len(self, unit: Unit) -> int:
+        """How many tasks of ``unit``'s ordering are already trained (answered without training)."""
+        n = 0
+        while n < len(unit.order) and unit_key(unit, unit.order[: n + 1]) in self.memo:
+            n += 1
+        return n
 
     def take_events(self) -> list[Event]:
         """What finished since the last call."""
