@@ -60,8 +60,11 @@ def running_accuracy(r: RMatrix) -> list[float]:
     return [float(r.values[i, :i].mean()) for i in range(1, r.T + 1)]
 
 
-def size_series(sizes: list[dict[str, int]]) -> dict[str, list[float]]:
-    return {"params": [s["params"] for s in sizes], "stored_bytes": [s["stored_bytes"] for s in sizes]}
+def size_series(sizes: list[dict[str, float]]) -> dict[str, list[float]]:
+    """One per-task series per size field: ``params``, ``stored_bytes`` and whatever the strategy's
+    ``size_report`` adds (a field missing after some task is NaN there, so steps stay aligned)."""
+    keys = dict.fromkeys(k for s in sizes for k in s)
+    return {k: [float(s.get(k, float("nan"))) for s in sizes] for k in keys}
 
 
 @dataclass
