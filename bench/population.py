@@ -55,8 +55,8 @@ def pool_json() -> str:
 def pair_units(names: list[str], strategy: str, n: int) -> tuple[list[Unit], list[Unit]]:
     """``n`` second-task units (a, b) over seeds 0, 1, ... and the first-task units they need."""
     s_json, t_json = StrategyConfig(name=strategy).model_dump_json(), TrainConfig().model_dump_json()
-    pairs = [(seed, p) for seed in itertools.count() for p in itertools.permutations(names, 2)]
-    chosen = [pairs[i] for i in range(n)]
+    pairs = ((seed, p) for seed in itertools.count() for p in itertools.permutations(names, 2))
+    chosen = list(itertools.islice(pairs, n))
     firsts = sorted({(seed, p[0]) for seed, p in chosen})
     return (
         [Unit((a,), s_json, t_json, seed) for seed, a in firsts],
