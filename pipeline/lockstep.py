@@ -356,7 +356,7 @@ class LockstepTrainer:
                 try:
                     results = train_lockstep(self.pool, [steps[i] for i in chunk])
                 except (MemoryError, RuntimeError) as exc:
-                    if len(chunk) == 1 or not (isinstance(exc, MemoryError) or "out of memory" in str(exc)):
+                    if len(chunk) == 1 or not (isinstance(exc, MemoryError) or _out_of_memory(exc)):
                         raise
                     half = len(chunk) // 2
                     self.k = min(self.k, half)
@@ -374,3 +374,9 @@ class LockstepTrainer:
             return train_one(self.pool, step)
         except (TrainingDiverged, LLLError) as exc:
             return str(exc)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """CUDA says "out of memory"; the CPU allocator says "can't allocate memory"."""
+    text = str(exc)
+    return "out of memory" in text or "can't allocate memory" in text
