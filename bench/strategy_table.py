@@ -7,12 +7,14 @@ three scenarios, over several seeds:
     split-mnist-class  class-incremental: 5 × 2 digits, original labels, one growing head
     split-mnist        task-incremental: 5 × 2 digits, one 2-way head per task
 
-Strategies that need the task's identity to pick their parameters (pnn, packnet) do not apply
-to the class-incremental scenario; their cells say n/a. Strategy-specific numbers go in the
-notes column (Expert Gate's gate accuracy, PackNet's free capacity, Net2Net's widenings).
+Strategies that need the task's identity to pick their parameters (pnn, packnet, cpg) do not
+apply to the class-incremental scenario; their cells say n/a. Strategy-specific numbers go in the
+notes column (Expert Gate's gate accuracy, PackNet's and CPG's free capacity, CPG's pruned share,
+Net2Net's and CPG's widenings).
 
     python bench/strategy_table.py --quick                 # a few minutes: a smoke test
     nohup python bench/strategy_table.py --out table.json > table.md &   # the full table
+    python bench/strategy_table.py --strategies cpg --merge bench/out/strategy_table.md   # add rows
 
 Runs one process, one thread (torch.set_num_threads(1)): on a shared CPU more threads only
 fight each other. The JSON (--out) is rewritten after every run, so a long run can be watched
@@ -52,6 +54,8 @@ def notes(strategy, model, pool) -> dict[str, float]:
         out["gate_acc"] = sum(acc.values()) / max(1, len(acc))
     if hasattr(strategy, "capacity"):
         out["free_capacity"] = strategy.capacity()
+    if hasattr(strategy, "compacting"):
+        out["pruned"] = statistics.fmean(c["pruned"] for c in strategy.compacting)
     if hasattr(strategy, "growth"):
         out["widenings"] = len(strategy.growth)
     return out
@@ -117,7 +121,7 @@ def markdown(summary: dict, config: dict) -> str:
                 continue
             extra = ", ".join(
                 f"{k} {row[k][0] * 100:.0f}%" if k != "widenings" else f"{k} {row[k][0]:.1f}"
-                for k in ("gate_acc", "free_capacity", "widenings")
+                for k in ("gate_acc", "free_capacity", "pruned", "widenings")
                 if k in row
             )
             acc, bwt, fwt = (pct(row[k]) for k in ("acc", "bwt", "fwt"))
@@ -125,6 +129,45 @@ def markdown(summary: dict, config: dict) -> str:
             size = f"{row['params'][0]:,.0f} | {row['stored_bytes'][0] / 1024:,.0f}"
             lines.append(f"| {name} | {acc} | {bwt} | {fwt} | {size} | {secs} | {extra} |")
     return "\n".join(lines)
+
+
+def merge_markdown(old: str, new: str) -> str:
+    """``old`` with the table rows of ``new`` merged in: a strategy's row in a scenario is replaced,
+    a new one is inserted at its place in discovery order; everything else of ``old`` stays."""
+    if old.splitlines()[0] != new.splitlines()[0]:
+        raise SystemExit("--merge: the settings line differs from the table's; run with the same settings")
+
+    def sections(text: str) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        current = None
+        for line in text.splitlines():
+            if line.startswith("### "):
+                current = out.setdefault(line, {})
+            elif current is not None and line.startswith("| ") and not line.startswith("| strategy "):
+                current[line.split("|")[1].strip()] = line
+        return out
+
+    new_rows, rank = sections(new), {n: i for i, n in enumerate(STRATEGIES)}
+    lines, out, i = old.splitlines(), [], 0
+    while i < len(lines):
+        line = lines[i]
+        out.append(line)
+        i += 1
+        if line not in new_rows:
+            continue
+        while i < len(lines) and not lines[i].startswith("| ") and not lines[i].startswith("|-"):
+            out.append(lines[i])
+            i += 1
+        rows: dict[str, str] = {}
+        while i < len(lines) and lines[i].startswith("|"):
+            if lines[i].startswith("| ") and not lines[i].startswith("| strategy "):
+                rows[lines[i].split("|")[1].strip()] = lines[i]
+            else:
+                out.append(lines[i])
+            i += 1
+        rows.update(new_rows[line])
+        out += [rows[n] for n in sorted(rows, key=lambda n: rank.get(n, len(rank)))]
+    return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-per-task", type=int, default=None, help="[default: 500; quick: 200]")
     ap.add_argument("--epochs", type=int, default=None, help="[default: TrainConfig's 10; quick: 2]")
     ap.add_argument("--out", type=Path, default=None, help="write runs and summary as JSON here")
+    ap.add_argument(
+        "--merge", type=Path, default=None, help="merge the rows run here into this table (markdown), in place"
+    )
     args = ap.parse_args(argv)
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -177,8 +223,12 @@ def main(argv: list[str] | None = None) -> int:
                     payload = {"config": config, "seconds": elapsed, "runs": runs, "summary": summarise(runs)}
                     args.out.write_text(json.dumps(payload, indent=1))
     elapsed = time.perf_counter() - start
-    print(markdown(summarise(runs), config))
+    table = markdown(summarise(runs), config)
+    print(table)
     print(f"\n{len(runs)} runs in {elapsed / 60:.1f} min")
+    if args.merge is not None:
+        args.merge.write_text(merge_markdown(args.merge.read_text(), table))
+        print(f"merged into {args.merge}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Models that grow, for the model-expansion strategies: PNN columns, Expert Gate experts, Net2Net.
+"""Models that grow, for the model-expansion strategies: PNN columns, Expert Gate experts, Net2Net
+and CPG widening; and the weight-ownership helpers PackNet and CPG share.
 
 Each grown model keeps a ``spec`` from which :func:`pipeline.models.build_model` rebuilds it
 exactly (then ``load_state_dict``), so the prefix cache and checkpoints work as for the plain MLP.
@@ -213,32 +214,44 @@ class ExpertNet(nn.Module):
 # Net2Net
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def widen(mlp: MLP, layer: int, new_width: int, noise: float = 0.0) -> None:
-    """Net2WiderNet, in place: hidden ``layer`` grows to ``new_width`` units.
+def widen(mlp: MLP, layer: int, new_width: int, noise: float = 0.0, fresh: bool = False) -> None:
+    """Grow hidden ``layer`` to ``new_width`` units, in place; the new units come last.
 
-    Each new unit copies a randomly chosen existing unit (its incoming weights and bias); every
-    copy of a unit, the original included, gets 1/(number of copies) of its outgoing weights, so
-    with ``noise`` = 0 the network computes the same function (splitting a unit in two halves its
-    outgoing weights). ``noise`` > 0 adds N(0, (noise·std W)²) to the new units' incoming weights
-    to break the symmetry between copies (then the function is preserved only approximately).
+    Net2WiderNet (the default): each new unit copies a randomly chosen existing unit (its incoming
+    weights and bias); every copy of a unit, the original included, gets 1/(number of copies) of
+    its outgoing weights, so with ``noise`` = 0 the network computes the same function (splitting a
+    unit in two halves its outgoing weights). ``noise`` > 0 adds N(0, (noise·std W)²) to the new
+    units' incoming weights to break the symmetry between copies (then the function is preserved
+    only approximately).
+
+    ``fresh`` (CPG's growing): the new units get He-initialised incoming weights, zero biases and
+    zero outgoing weights, so the function is preserved exactly and the existing weights keep
+    their positions (masks over them only need padding).
     """
     layers = linears(mlp)
     fc = layers[layer]
     old = fc.out_features
     if new_width <= old:
         return
-    mapping = torch.cat([torch.arange(old), torch.randint(old, (new_width - old,))]).to(fc.weight.device)
-    counts = torch.bincount(mapping, minlength=old).to(fc.weight.dtype)
-    w, b = fc.weight[mapping].clone(), fc.bias[mapping].clone()
-    if noise > 0:
-        w[old:] += noise * fc.weight.std() * torch.randn_like(w[old:])
-    fc.weight, fc.bias, fc.out_features = nn.Parameter(w), nn.Parameter(b), new_width
     if layer + 1 < len(layers):
         consumers = [layers[layer + 1]]
     else:  # the last hidden layer feeds every head (and every block of a growing head)
         consumers = [m for m in mlp.heads.modules() if isinstance(m, nn.Linear)]
-    for c in consumers:
-        c.weight, c.in_features = nn.Parameter(c.weight[:, mapping] / counts[mapping]), new_width
+    if fresh:
+        extra = fc.weight.new_empty(new_width - old, fc.in_features)
+        nn.init.kaiming_normal_(extra, nonlinearity="relu")
+        w, b = torch.cat([fc.weight, extra]), torch.cat([fc.bias, fc.bias.new_zeros(new_width - old)])
+        outgoing = [torch.cat([c.weight, c.weight.new_zeros(c.out_features, new_width - old)], 1) for c in consumers]
+    else:
+        mapping = torch.cat([torch.arange(old), torch.randint(old, (new_width - old,))]).to(fc.weight.device)
+        counts = torch.bincount(mapping, minlength=old).to(fc.weight.dtype)
+        w, b = fc.weight[mapping].clone(), fc.bias[mapping].clone()
+        if noise > 0:
+            w[old:] += noise * fc.weight.std() * torch.randn_like(w[old:])
+        outgoing = [c.weight[:, mapping] / counts[mapping] for c in consumers]
+    fc.weight, fc.bias, fc.out_features = nn.Parameter(w), nn.Parameter(b), new_width
+    for c, cw in zip(consumers, outgoing, strict=True):
+        c.weight, c.in_features = nn.Parameter(cw), new_width
     mlp.spec["hidden"][layer] = new_width
 
 
@@ -248,6 +261,63 @@ def widen_all(mlp: MLP, factor: float, noise: float) -> tuple[list[int], list[in
     for i, h in enumerate(before):
         widen(mlp, i, h + max(1, math.ceil(factor * h)), noise)
     return before, list(mlp.spec["hidden"])
+
+
+# ---------------------------------------------------------------------------------------------
+# weight ownership: PackNet and CPG
+# ---------------------------------------------------------------------------------------------
+def shared_weights(model: MLP) -> dict[str, nn.Parameter]:
+    """The weight matrices every task uses: the hidden layers, and the head when it is shared.
+    PackNet and CPG give each of their entries an owner task (0 = free)."""
+    return {
+        n: p
+        for n, p in model.named_parameters()
+        if p.requires_grad and p.dim() >= 2 and (n.startswith("body.") or model.shared_head)
+    }
+
+
+def shared_biases(model: MLP) -> list[str]:
+    """The biases of the layers in :func:`shared_weights` (they cannot be split between tasks)."""
+    layers = {n.rsplit(".", 1)[0] for n in shared_weights(model)}
+    biases = (n for n, p in model.named_parameters() if p.requires_grad and p.dim() == 1)
+    return [n for n in biases if n.rsplit(".", 1)[0] in layers]
+
+
+def free_share(owner: dict[str, torch.Tensor]) -> float:
+    """Fraction of the owned-weight entries still free (owner 0) for later tasks."""
+    total = sum(o.numel() for o in owner.values())
+    return sum(int((o == 0).sum()) for o in owner.values()) / total if total else 1.0
+
+
+def smallest(weight: torch.Tensor, among: torch.Tensor, n: int) -> torch.Tensor:
+    """Boolean mask of the ``n`` smallest-magnitude entries of ``weight`` where ``among`` is True."""
+    out = torch.zeros_like(among).flatten()
+    if n > 0:
+        mags = weight.detach().abs().masked_fill(~among, float("inf")).flatten()
+        out[torch.topk(mags, n, largest=False).indices] = True
+    return out.view_as(among)
+
+
+def pad_to(t: torch.Tensor, shape: torch.Size, value: float | bool = 0) -> torch.Tensor:
+    """``t`` in the leading corner of a ``shape`` tensor filled with ``value`` (masks after widening)."""
+    out = t.new_full(shape, value)
+    out[tuple(slice(0, s) for s in t.shape)] = t
+    return out
+
+
+_BITS = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8)
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """A boolean mask as 1 bit per entry (uint8), as stored state; :func:`unpack_bits` inverts it."""
+    flat = mask.flatten().to(torch.uint8)
+    flat = torch.cat([flat, flat.new_zeros((-flat.numel()) % 8)]).view(-1, 8)
+    return (flat * _BITS.to(flat.device)).sum(1).to(torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    bits = (packed.unsqueeze(1) & _BITS.to(packed.device)) != 0
+    return bits.flatten()[: math.prod(shape)].view(shape)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,3 +354,9 @@ def fit(model: nn.Module, strategy, task, epochs: int, lr: float, batch_size: in
 def accuracy(predict, x: torch.Tensor, y: torch.Tensor, batch: int = 4096) -> float:
     correct = sum(int((predict(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum()) for i in range(0, len(y), batch))
     return correct / max(1, len(y))
+
+
+def train_accuracy(predict, task, device: torch.device) -> float:
+    """Accuracy on the task's *training* data: what growth and pruning decisions look at (the
+    test data is never used for a decision while learning)."""
+    return accuracy(predict, task.x_train.to(device), task.y_train.to(device))

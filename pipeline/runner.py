@@ -35,7 +35,7 @@ class PrefixState:
     model: dict[str, torch.Tensor]
     strategy: dict[str, Any]
     rows: list[dict[str, float]]  # accuracy on every pool task after each prefix 0..i
-    sizes: list[dict[str, int]]  # parameters and stored bytes after each task 1..i
+    sizes: list[dict[str, float]]  # parameters, stored bytes (+ the strategy's size_report) after each task 1..i
 
     def nbytes(self) -> int:
         return tensor_bytes(self.model) + tensor_bytes(self.strategy)
@@ -113,7 +113,7 @@ class RunResult:
     trained: int = 0  # task-trainings actually run
     reused: int = 0  # task-trainings taken from the cache
     seconds: float = 0.0
-    sizes: list[dict[str, int]] = field(default_factory=list)  # params / stored bytes after each task
+    sizes: list[dict[str, float]] = field(default_factory=list)  # params / stored bytes / ... after each task
 
 
 def prefix_key(
@@ -153,7 +153,7 @@ class Learner:
     model: nn.Module
     strategy: Strategy
     rows: list[dict[str, float]]
-    sizes: list[dict[str, int]]
+    sizes: list[dict[str, float]]
 
     def snapshot(self) -> PrefixState:
         return snapshot(self.model, self.strategy, self.rows, self.sizes)
@@ -180,7 +180,13 @@ def record_task(learner: Learner, pool: TaskPool, device: torch.device) -> dict[
     """After a task: R's next row (accuracy on every pool task) and the sizes; returns the row."""
     row = evaluate(learner.model, learner.strategy, pool.tasks.values(), device)
     learner.rows.append(row)
-    learner.sizes.append({"params": count_params(learner.model), "stored_bytes": learner.strategy.stored_bytes()})
+    learner.sizes.append(
+        {
+            "params": count_params(learner.model),
+            "stored_bytes": learner.strategy.stored_bytes(),
+            **learner.strategy.size_report(learner.model),
+        }
+    )
     return row
 
 

@@ -27,6 +27,24 @@ def check_address(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def check_gpus(gpus_per_worker: float, resources: dict[str, float] | None = None) -> None:
+    """Fail fast when workers ask for more GPU than this machine (or, given its ``resources``, the
+    cluster) has, before Ray starts and before a study is created."""
+    if gpus_per_worker <= 0:
+        return
+    if resources is None:
+        import torch
+
+        have, where = float(torch.cuda.device_count()), "this machine"
+    else:
+        have, where = resources.get("GPU", 0.0), "the Ray cluster"
+    if have < gpus_per_worker:
+        raise LLLError(
+            f"--gpus-per-worker {gpus_per_worker:g} but {where} has {have:g} GPUs; "
+            "drop the flag to train on CPUs (or join a cluster with GPUs via --ray-address)"
+        )
+
+
 def connect(address: str | None = None, num_cpus: int | None = None) -> dict[str, float]:
     """``ray.init`` on this machine (address None) or join a cluster; returns cluster resources.
 

@@ -12,7 +12,7 @@ from typing import Any
 from pipeline import tracking
 from pipeline.config import TrainConfig
 from pipeline.strategies import strategy_class
-from search.cluster import check_address, connect
+from search.cluster import check_address, check_gpus, connect
 from search.driver import Progress, SearchConfig, SearchDriver
 from search.recommend import recommendation
 from search.recording import close_parent_run, open_parent_run
@@ -111,6 +111,8 @@ def prepare(req: SearchRequest):
     req.population = parse_population(req.population)
     if req.ray_address:
         check_address(req.ray_address)
+    else:
+        check_gpus(req.gpus_per_worker)  # the local machine, before Ray starts
     storage = open_storage(req.storage)
     if req.resume:
         if not req.study:
@@ -151,7 +153,7 @@ def prepare(req: SearchRequest):
             settings["trials"] = n_orders if req.exhaustive else (10**6 if req.time_budget else DEFAULT_TRIALS)
         if uri:
             tracking.check_tracking_uri(uri)
-        connect(req.ray_address)  # Ray up (or the cluster joined) before the study exists
+        check_gpus(req.gpus_per_worker, connect(req.ray_address))  # Ray up (or joined) before the study exists
         study = create_study(name, storage, settings)
         if req.seed_from_graph:
             from search.affinity_runs import seed_study_from_graph

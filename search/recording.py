@@ -238,6 +238,11 @@ def trial_record(
     )
 
 
+def step_series(result: Any) -> dict[str, list[float]]:
+    """The per-task series of a RunResult: running accuracy and every size field."""
+    return {"running_acc": running_accuracy(result.rmatrix), **size_series(result.sizes)}
+
+
 def run_result_record(
     experiment: str,
     name: str,
@@ -254,7 +259,7 @@ def run_result_record(
 
     lam = result.strategy.lam
     params = ordering_params(pool.name, pool.fingerprint(), order, strategy, lam, train, seed)
-    series = {"running_acc": running_accuracy(result.rmatrix), **size_series(result.sizes)}
+    series = step_series(result)
     files = []
     if checkpoint:
         blob = checkpoint_bytes(result.model, result.strategy, {"order": list(result.rmatrix.tasks)})

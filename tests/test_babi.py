@@ -420,21 +420,39 @@ def test_model_interface_and_per_sample_gradients(tiny_babi: TaskPool) -> None:
     assert not per_task.shared_head and per_task.head("qa1") is not per_task.head("qa6")
 
 
-QUICK = TrainConfig(epochs=1, optimizer="adam", lr=0.01, batch_size=16, hidden=(16, 16))
+# Explicit training settings (not the pool's defaults, which may change): enough for every strategy
+# to learn qa1 and qa8 well above chance in about a second.
+LEARN = TrainConfig(epochs=4, optimizer="adam", lr=0.02, batch_size=16, hidden=(32, 32))
+LEARNABLE = {**TINY, "train_per_task": 240, "test_per_task": 100, "tasks": [TINY["tasks"][0], TINY["tasks"][2]]}
+# LwF's distillation on the shared answer head (λ=1) keeps the second task near chance (measured
+# 0.28 on qa8, majority answer 0.25): it is checked on the first task only.
+FIRST_TASK_ONLY = {"lwf"}
+
+
+@pytest.fixture(scope="module")
+def learnable_babi() -> TaskPool:
+    return build_pool(PoolSpec.model_validate(LEARNABLE))
 
 
 @pytest.mark.parametrize("name", ["naive", "ewc", "online-ewc", "mas", "si", "lwf", "gem", "agem", "replay", "joint"])
-def test_strategies_run_unchanged_on_text(tiny_babi: TaskPool, name: str) -> None:
+def test_strategies_run_unchanged_on_text(learnable_babi: TaskPool, name: str) -> None:
+    order = ["qa1", "qa8"]
     cache = MemoryPrefixCache()
-    result = run_ordering(tiny_babi, ["qa6", "qa1", "qa8"], StrategyConfig(name=name), QUICK, seed=0, cache=cache)
+    result = run_ordering(learnable_babi, order, StrategyConfig(name=name), LEARN, seed=0, cache=cache)
     r = result.rmatrix.values
-    assert r.shape == (4, 3) and ((r >= 0) & (r <= 1)).all()
+    assert r.shape == (3, 2) and ((r >= 0) & (r <= 1)).all()
     assert isinstance(result.model, MemN2N)
     if name != "naive":
         assert result.strategy.stored_bytes() > 0 or name == "lwf"
+    # Something was learned: right after training a task, its accuracy is well above chance (the
+    # majority answer's share of its test set; naive measured 0.68 on qa1 and 0.60 on qa8).
+    for i, task in enumerate(order[:1] if name in FIRST_TASK_ONLY else order):
+        y = learnable_babi[task].y_test
+        chance = torch.bincount(y).max().item() / len(y)
+        assert result.rows[i + 1][task] > chance + 0.2, (task, result.rows[i + 1][task], chance)
     # Resuming from the cached prefix (model rebuilt from its spec) gives the same R.
-    again = run_ordering(tiny_babi, ["qa6", "qa1", "qa8"], StrategyConfig(name=name), QUICK, seed=0, cache=cache)
-    assert again.reused == 3 and (again.rmatrix.values == r).all()
+    again = run_ordering(learnable_babi, order, StrategyConfig(name=name), LEARN, seed=0, cache=cache)
+    assert again.reused == 2 and (again.rmatrix.values == r).all()
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import itertools
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from search.ordering import all_orderings, code_to_order, common_prefix, lehmer_decode, lehmer_encode, order_to_code
 from search.space import SearchSpace
@@ -58,16 +59,41 @@ def test_space_rejects_bad_input():
         SearchSpace(TASKS, ["ewc"], fixed_lambda=-1.0)
 
 
-def test_parallel_asks_are_not_all_the_same_point():
-    """With the constant liar, trials asked before any result is told are spread out."""
-    space = SearchSpace(TASKS, ["ewc"], fixed_lambda=1.0)
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(0))
-    for i, perm in enumerate(itertools.islice(itertools.permutations(TASKS), 0, 120, 10)):
-        study.enqueue_trial(space.trial_params(list(perm), "ewc", 1.0))
-        t = study.ask()
-        study.tell(t, float(i % 5))
-    pending = [space.suggest(study.ask()).order for _ in range(4)]
-    assert len(set(pending)) > 1
+def _asks_while_pending(sampler: optuna.samplers.BaseSampler, keep_pending: bool, k: int = 4) -> list[tuple]:
+    """``k`` candidates asked after ten told trials, without telling them (``keep_pending``: as
+    parallel workers leave them RUNNING) or failing each one at once, so the sampler never sees a
+    pending trial but its random state advances exactly as in the pending case."""
+    space = SearchSpace(TASKS, ["ewc", "si"])
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for _ in range(10):
+        trial = study.ask()
+        cand = space.suggest(trial)
+        study.tell(trial, float(cand.order.index("a") + (cand.strategy.name == "si")))
+    asked = []
+    for _ in range(k):
+        trial = study.ask()
+        cand = space.suggest(trial)
+        asked.append((cand.order, cand.strategy.name, cand.strategy.lam))
+        if not keep_pending:
+            study.tell(trial, state=TrialState.FAIL)
+    return asked
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_constant_liar_moves_later_asks_away_from_pending_trials(seed: int) -> None:
+    """The sampler the search uses (make_sampler) proposes other points while trials are pending
+    than without them; with the liar switched off, pending trials change nothing."""
+    pending = _asks_while_pending(make_sampler(seed), keep_pending=True)
+    without = _asks_while_pending(make_sampler(seed), keep_pending=False)
+    assert pending[0] == without[0]  # the same history, nothing pending yet: the same first ask
+    assert pending[1:] != without[1:], "pending trials did not change what the sampler proposes"
+
+    def no_liar() -> optuna.samplers.BaseSampler:
+        sampler = make_sampler(seed)
+        sampler._constant_liar = False  # everything else exactly as the search configures it
+        return sampler
+
+    assert _asks_while_pending(no_liar(), keep_pending=True) == _asks_while_pending(no_liar(), keep_pending=False)
 
 
 def test_search_code_is_read_suffix_first_and_round_trips():

@@ -253,6 +253,6 @@ def test_bad_input_fails_fast_with_one_line(workdir):
     for (args, needle), res in zip(cases, results, strict=True):
         assert res.returncode == 2, (args, res.stderr)
         lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-        assert lines[-1].startswith("error:") and needle in lines[-1], (args, res.stderr)
+        assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], (args, res.stderr)
         assert "Traceback" not in res.stderr
         assert "secret" not in res.stderr

@@ -43,7 +43,7 @@ def one_line_error(res: subprocess.CompletedProcess, needle: str) -> None:
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr, res.stderr
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-    assert lines[-1].startswith("error:") and needle in lines[-1], res.stderr
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], res.stderr
 
 
 # ---- listening sockets, read from /proc (no psutil needed) ----------------------------------------

@@ -90,6 +90,23 @@ def listening_addresses(pids: set[int]) -> list[tuple[str, int]]:
     return found
 
 
+def browser_driver():
+    """Playwright's sync API. Without Debian's Chromium the browser test is skipped (CI installs
+    it); with Chromium present, a missing Playwright (a declared test dependency) is a failure."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (what .ci/run does)")
+    try:
+        import playwright.sync_api
+    except ImportError as exc:
+        pytest.fail(f"{CHROMIUM} is present but Playwright is not importable ({exc}): pip install -e '.[test]'")
+    return playwright.sync_api
+
+
+def test_playwright_is_installed_where_chromium_is():
+    """Checked first and without a search, so that a broken install fails in a second."""
+    assert browser_driver().sync_playwright
+
+
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("ui")
@@ -147,9 +164,7 @@ def test_ui_prints_the_study_runs_page(ui):
 
 
 def test_browser_shows_the_study_and_its_runs(ui, tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (what .ci/run does)")
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is missing: pip install -e '.[test]'")
+    playwright = browser_driver()
     _url, _proc, log = ui
     page_url = re.search(r"runs of study \S+: (\S+)", log.read_text()).group(1)
     shot = tmp_path / "mlflow-ui.png"

@@ -85,6 +85,12 @@ class Strategy:
         """Bytes of state kept beyond the model (memories, Fisher, anchors, ...)."""
         return tensor_bytes(self.extra_state())
 
+    def size_report(self, model: nn.Module) -> dict[str, float]:
+        """Strategy-specific size numbers after a task (free weight share, parameters grown, ...):
+        the runner adds them to the task's ``sizes`` entry next to ``params`` and ``stored_bytes``,
+        so `lll run` prints them and MLflow records them per task like the others."""
+        return {}
+
 
 class LockstepHooks:
     """A strategy's inner loop for K members trained as one stacked model (pipeline/lockstep.py).

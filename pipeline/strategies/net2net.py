@@ -15,7 +15,7 @@ itself preserves. No λ. Options: ``threshold`` (training accuracy, default 0.95
 training (defaults 0.01, 32; SGD with TrainConfig's other defaults).
 """
 
-from pipeline.expansion import accuracy, fit, require_mlp, widen_all
+from pipeline.expansion import fit, require_mlp, train_accuracy, widen_all
 from pipeline.strategies.base import Strategy
 
 
@@ -47,7 +47,7 @@ class Net2Net(Strategy):
 
     def _train_acc(self, model, task) -> float:
         device = next(model.parameters()).device
-        return accuracy(lambda x: model(x, task.name), task.x_train.to(device), task.y_train.to(device))
+        return train_accuracy(lambda x: model(x, task.name), task, device)
 
     def after_task(self, model, task):
         acc = self._train_acc(model, task)

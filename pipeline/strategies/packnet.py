@@ -20,7 +20,7 @@ of the retraining (defaults 0.01, 32; SGD with TrainConfig's other defaults).
 import torch
 from torch.func import functional_call
 
-from pipeline.expansion import fit, require_mlp
+from pipeline.expansion import fit, free_share, require_mlp, shared_biases, shared_weights, smallest
 from pipeline.strategies.base import Strategy, trainable
 from tasks.errors import LLLError
 
@@ -46,23 +46,16 @@ class PackNet(Strategy):
         self.capacity_log: list[dict] = []
         self._may_change: dict[str, torch.Tensor] = {}  # while training: entries allowed to move
 
-    def _shared(self, model) -> dict[str, torch.nn.Parameter]:
-        return {
-            n: p for n, p in trainable(model).items() if p.dim() >= 2 and (n.startswith("body.") or model.shared_head)
-        }
-
-    def _biases(self, model) -> list[str]:
-        shared = {n.rsplit(".", 1)[0] for n in self._shared(model)}
-        return [n for n, p in trainable(model).items() if p.dim() == 1 and n.rsplit(".", 1)[0] in shared]
-
     def capacity(self) -> float:
         """Fraction of the shared weights still free for later tasks."""
-        total = sum(o.numel() for o in self.owner.values())
-        return sum(int((o == 0).sum()) for o in self.owner.values()) / total if total else 1.0
+        return free_share(self.owner)
+
+    def size_report(self, model):
+        return {"free_share": self.capacity()}
 
     def before_task(self, model, task):
         require_mlp(model, self.name, growing_ok=False)
-        for n, p in self._shared(model).items():
+        for n, p in shared_weights(model).items():
             if n not in self.owner:
                 self.owner[n] = torch.zeros(p.shape, dtype=torch.int16, device=p.device)
             if not bool((self.owner[n] == 0).any()):
@@ -85,17 +78,11 @@ class PackNet(Strategy):
     @torch.no_grad()
     def _release(self, model) -> None:
         """Free the smallest-magnitude ``prune`` fraction of this task's weights, per layer."""
-        for n, p in self._shared(model).items():
+        for n, p in shared_weights(model).items():
             trained = self.owner[n] == 0
-            n_free = int(self.prune * int(trained.sum()))
-            if n_free > 0:
-                mags = p.abs().masked_fill(~trained, float("inf")).flatten()
-                release = torch.zeros_like(trained).flatten()
-                release[torch.topk(mags, n_free, largest=False).indices] = True
-                release = release.view_as(trained)
-                p.masked_fill_(release, 0.0)
-                trained &= ~release
-            self._may_change[n] = trained
+            release = smallest(p, trained, int(self.prune * int(trained.sum())))
+            p.masked_fill_(release, 0.0)
+            self._may_change[n] = trained & ~release
 
     def after_task(self, model, task):
         self._release(model)
@@ -104,7 +91,7 @@ class PackNet(Strategy):
         k = len(self.seen) + 1
         for n, keep in self._may_change.items():
             self.owner[n][keep] = k
-        self.frozen_bias = sorted(set(self.frozen_bias) | set(self._biases(model)))
+        self.frozen_bias = sorted(set(self.frozen_bias) | set(shared_biases(model)))
         self.capacity_log.append({"task": task.name, "free": self.capacity()})
         super().after_task(model, task)
 

@@ -129,12 +129,18 @@ def print_rmatrix(r) -> None:
     )
 
 
-def print_sizes(tasks, sizes: list[dict[str, int]]) -> None:
-    """Parameter efficiency: model size and stored strategy state after each task."""
+def print_sizes(tasks, sizes: list[dict[str, float]]) -> None:
+    """Parameter efficiency: model size and stored strategy state after each task, plus whatever
+    the strategy adds (``Strategy.size_report``: a ``*_share`` is printed as a percentage)."""
     if not sizes:
         return
+
+    def extra(k: str, v: float) -> str:
+        return f"{k} {v:.1%}" if k.endswith("_share") else f"{k} {v:,.0f}"
+
     cells = [
         f"{t}: {s['params']:,} params, {s['stored_bytes'] / 1024:,.0f} KiB stored"
+        + "".join(f", {extra(k, v)}" for k, v in s.items() if k not in ("params", "stored_bytes"))
         for t, s in zip(tasks, sizes, strict=False)
     ]
     out.print("after each task — " + "; ".join(cells))

@@ -1,0 +1,87 @@
+"""Device selection: the device training runs on, the device a worker reports, and the GPU checks.
+
+This machine has no GPU and a CPU build of torch. The GPU side is tested only where that is honest:
+the selection logic with ``torch.cuda.is_available`` / ``device_count`` patched, and nothing is ever
+moved to the pretended GPU. The one-line CLI errors for ``--device cuda`` and ``--gpus-per-worker``
+without a GPU run the real ``lll`` in tests/test_cli_errors.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.config import StrategyConfig, TrainConfig
+from pipeline.train import pick_device
+from pipeline.workers import TrialWorker
+from search.cluster import check_gpus
+from tasks.errors import LLLError
+from tasks.pool import PoolSpec
+
+SPEC = PoolSpec.model_validate(
+    {
+        "name": "tiny-device",
+        "train_per_task": 40,
+        "test_per_task": 20,
+        "tasks": [{"name": "upright"}, {"name": "rot90", "transforms": [{"type": "rotate", "angle": 90}]}],
+    }
+)
+
+
+@pytest.fixture
+def visible_gpus(monkeypatch):
+    """Pretend that torch sees ``n`` CUDA GPUs (as it does inside a Ray actor given a GPU share)."""
+
+    def set_gpus(n: int) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: n > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+
+    return set_gpus
+
+
+def test_pick_device_without_a_gpu() -> None:
+    assert not torch.cuda.is_available(), "this test describes a machine without a GPU"
+    assert pick_device("auto") == torch.device("cpu") == pick_device("cpu")
+    for setting in ("cuda", "cuda:0", "cuda:1"):
+        with pytest.raises(LLLError, match="no CUDA GPU is visible; use --device cpu"):
+            pick_device(setting)
+    with pytest.raises(LLLError, match="unknown device 'tpu'"):
+        pick_device("tpu")
+
+
+def test_pick_device_with_a_visible_gpu(visible_gpus) -> None:
+    visible_gpus(1)
+    assert pick_device("auto") == torch.device("cuda")
+    assert pick_device("cuda") == torch.device("cuda")
+    assert pick_device("cuda:1") == torch.device("cuda", 1)
+    assert pick_device("cpu") == torch.device("cpu")  # an explicit CPU wins over a visible GPU
+
+
+def test_worker_reports_the_device_it_trains_on(visible_gpus) -> None:
+    worker = TrialWorker(SPEC.model_dump_json(), cache_bytes=0)
+    # No GPU: the worker says cpu, and its training run really is on the CPU.
+    assert worker.info()["device"] == "cpu"
+    train = TrainConfig(epochs=1, hidden=(8,)).model_dump_json()
+    started = worker.start(["rot90", "upright"], StrategyConfig(name="naive").model_dump_json(), train, 0)
+    assert "error" not in started
+    assert worker.run.device == torch.device("cpu")
+    assert {p.device for p in worker.run.model.parameters()} == {torch.device("cpu")}
+    # With a GPU visible to the actor (Ray sets CUDA_VISIBLE_DEVICES to its share) it says cuda,
+    # the device pick_device("auto") gives every run it starts.
+    visible_gpus(1)
+    assert worker.info()["device"] == "cuda" == pick_device(TrainConfig().device).type
+
+
+def test_gpus_per_worker_is_checked_against_the_machine_or_cluster(visible_gpus) -> None:
+    check_gpus(0.0)  # CPU workers need no GPU
+    check_gpus(0.0, {"CPU": 2.0})
+    with pytest.raises(LLLError, match=r"--gpus-per-worker 0.5 but this machine has 0 GPUs"):
+        check_gpus(0.5)
+    with pytest.raises(LLLError, match=r"--gpus-per-worker 0.25 but the Ray cluster has 0 GPUs"):
+        check_gpus(0.25, {"CPU": 8.0})
+    check_gpus(0.25, {"CPU": 8.0, "GPU": 1.0})
+    visible_gpus(2)
+    check_gpus(0.5)
+    check_gpus(2)
+    with pytest.raises(LLLError, match=r"--gpus-per-worker 3 but this machine has 2 GPUs"):
+        check_gpus(3)
