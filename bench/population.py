@@ -175,8 +175,10 @@ def agreement(seeds: int, epochs: int | None) -> dict:
 
 def end_to_end() -> dict:
     """``lll search --exhaustive --strategies naive --seeds 1`` with --population 1 vs auto, timed end
-    to end. The scheduler's half of issue 11 point 4 fills this in (search/ is not this module's)."""
-    return {"status": "not measured here: see the scheduler's benchmark"}
+    to end in ABBA order: bench/population_e2e.py (the scheduler's half of issue 11 point 4)."""
+    from population_e2e import end_to_end as search_end_to_end
+
+    return search_end_to_end()
 
 
 def machine() -> dict:
