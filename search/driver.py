@@ -74,6 +74,7 @@ class SearchSummary:
     retried: int = 0
     trained: int = 0  # task-trainings run by workers
     reused: int = 0  # task-trainings taken from a worker's prefix cache
+    rebuilt: int = 0  # extra task-trainings: a prefix trained again on a worker that did not hold it
     saved_by_pruning: int = 0  # task-trainings not run because a trial was pruned
     recovered: int = 0  # stale trials found already recorded on resume
     requeued: int = 0  # stale trials re-run on resume
@@ -211,6 +212,7 @@ class SearchDriver:
             s.complete += 1
             s.trained += run.trained
             s.reused += run.reused
+            s.rebuilt += run.rebuilt
         elif state == "pruned":
             self.bridge.tell_pruned(run)
             s.pruned += 1

@@ -44,6 +44,7 @@ class TrialRun:
     checkpoints: dict[int, list[bytes]] = field(default_factory=dict)
     trained: int = 0
     reused: int = 0
+    rebuilt: int = 0
     seconds: float = 0.0
     node: dict[str, Any] = field(default_factory=dict)
     state: str = "running"  # running → recording → done
@@ -92,8 +93,9 @@ class OptunaBridge:
         if res.get("checkpoint") is not None:
             run.checkpoints.setdefault(seed, []).append(res["checkpoint"])
         trained = int(res.get("trained", 0))
-        run.trained += trained
+        run.trained += min(trained, 1)  # this task of the trial: trained, or reused (answered from a cache)
         run.reused += int(trained == 0)
+        run.rebuilt += max(0, trained - 1)  # its prefix, trained again on a worker that did not hold it
         run.seconds += float(res.get("seconds", 0.0))
         run.node = node or run.node
         if run.waiting():

@@ -225,6 +225,7 @@ def print_search_summary(name: str, summary, rec: dict | None, tracking_uri: str
         out.print(
             f"task-trainings: {s.trained} run, {s.reused} reused from the prefix cache "
             f"({s.reused / total * 100:.0f}% saved), {s.saved_by_pruning} skipped by pruning"
+            + (f"; {s.rebuilt} more rebuilt a prefix on another worker" if s.rebuilt else "")
         )
     line = workers_line(s.workers)
     if line:
