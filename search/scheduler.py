@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ from pipeline.workers import TrialWorker
 from tasks.errors import LLLError
 
 UnitKey = tuple  # (strategy_json, train_json, seed, order)
+BOOT_GRACE = 30.0  # seconds to wait for every worker to boot before the first dispatch
 
 
 def unit_key(u: Unit, order: tuple[str, ...] | None = None) -> UnitKey:
@@ -240,9 +242,11 @@ class Scheduler:
         self.batch_keys: dict[int, list[UnitKey]] = {}  # slot index → keys of the units it trains
         self.retried = 0
         self.deaths_in_a_row = 0
+        self.started = time.monotonic()
 
     # ---- workers -----------------------------------------------------------------------------
     def start(self) -> None:
+        self.started = time.monotonic()
         for _ in range(self.n_workers):
             self.slots.append(Slot(self.spec.start()))
             self._boot(len(self.slots) - 1)
@@ -302,7 +306,11 @@ class Scheduler:
         return solo[:1] or batch
 
     def dispatch(self) -> None:
-        """Give every idle, booted worker its next batch."""
+        """Give every idle, booted worker its next batch. Nothing goes out until every worker has
+        booted (or BOOT_GRACE seconds passed): the first to boot would otherwise take a short
+        search alone while a remote node still loads its pool."""
+        if any(s.info is None for s in self.slots) and time.monotonic() - self.started < BOOT_GRACE:
+            return
         for idx, slot in enumerate(self.slots):
             if slot.info is None or slot.batch is not None:
                 continue
