@@ -129,7 +129,8 @@ class SearchDriver:
         many asked ahead, and a free worker's next trial is the queued one with the longest
         prefix already trained (the unit table answers that prefix without training)."""
         cap = self.to_run if self.cfg.exhaustive else self.cfg.workers
-        running = sum(1 for r in self.active if r.state == "running")
+        # Identical candidates (same ordering, strategy and λ) share every unit: they count once.
+        running = len({self._identity(r) for r in self.active if r.state == "running"})
         want = self.cfg.workers + 1 if not self.cfg.exhaustive else min(cap - running, ASK_CHUNK)
         while len(self.queue) < want and self.asked < self.to_run and self._time_left():
             t0 = time.perf_counter()
@@ -140,8 +141,12 @@ class SearchDriver:
             run = max(self.queue, key=self._cached)
             self.queue.remove(run)
             self.active.append(run)
-            running += 1
+            running = len({self._identity(r) for r in self.active if r.state == "running"})
             self._next(run)
+
+    @staticmethod
+    def _identity(run: TrialRun) -> tuple:
+        return run.candidate.order, run.candidate.strategy.model_dump_json()
 
     def _cached(self, run: TrialRun) -> tuple[int, int]:
         """(tasks of the ordering already trained for its first seed, -trial number): what to start first."""

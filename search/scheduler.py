@@ -243,6 +243,7 @@ class Scheduler:
         self.retried = 0
         self.deaths_in_a_row = 0
         self.started = time.monotonic()
+        self.turn = 0
 
     # ---- workers -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -311,7 +312,10 @@ class Scheduler:
         search alone while a remote node still loads its pool."""
         if any(s.info is None for s in self.slots) and time.monotonic() - self.started < BOOT_GRACE:
             return
-        for idx, slot in enumerate(self.slots):
+        n = len(self.slots)
+        self.turn += 1  # idle workers take turns at going first, so ties spread over workers
+        for idx in ((self.turn + i) % n for i in range(n)):
+            slot = self.slots[idx]
             if slot.info is None or slot.batch is not None:
                 continue
             keys = self.pick(idx)
