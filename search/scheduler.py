@@ -281,21 +281,22 @@ class Scheduler:
            worker), deepest first — depth-first keeps caches bounded — up to K;
         2. then units nobody holds (new trials, the tree's first level); 1 and 2 together at most
            a fair share of the ready units when other workers are idle too.
-        3. Nothing of its own: steal from another worker's backlog only when that backlog has at
+        3. Nothing of its own: steal from a busy worker's backlog only when that backlog has at
            least two units (siblings with the shallowest prefix first: the cheapest to rebuild);
-           a lone unit waits for the worker that holds its prefix.
+           a lone unit, or one an idle worker holds, waits for the worker that holds its prefix.
         """
         slot = self.slots[idx]
         k = slot.population
         mine, unheld, others_ = [], [], []
         for key, p in self.table.ready.items():
             here = slot.held_len(p.unit)
-            there = max((s.held_len(p.unit) for s in self.slots if s is not slot), default=0)
+            others = [(s.held_len(p.unit), s) for s in self.slots if s is not slot]
+            there, holder = max(others, key=lambda t: t[0], default=(0, None))
             if here > 0 and here >= there:
                 mine.append((-here, -len(p.unit.order), p.seq, key))
             elif here == 0 and there == 0:
                 unheld.append((p.seq, key))
-            else:
+            elif holder is not None and holder.batch is not None:  # only a busy worker's backlog is stolen
                 others_.append((len(p.unit.order), p.seq, key))
         idle = sum(1 for s in self.slots if s.batch is None)  # this one included
         cap = min(k, -(-len(self.table.ready) // max(1, idle)))  # leave idle workers their share
