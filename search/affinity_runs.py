@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-from pipeline.units import Unit
 
 from pipeline.config import StrategyConfig, TrainConfig
+from pipeline.units import Unit
 from search.affinity import (
     Evidence,
     PathWeights,
@@ -53,6 +53,7 @@ class AffinityMeasurement:
     reused: int = 0  # task-trainings taken from a worker's prefix cache
     seconds: float = 0.0
     workers: list[dict[str, Any]] = field(default_factory=list)  # each worker's info (device, K)
+    rebuilt: int = 0  # extra task-trainings: a prefix trained again on a worker that did not hold it
 
     def evidence(self) -> Evidence:
         ev = Evidence()
@@ -131,8 +132,10 @@ def measure_affinity(
                 if ev.failure is not None:
                     raise LLLError(f"affinity run {what} (seed {ev.unit.seed}) failed: {ev.failure}")
                 res, slot = ev.result, meas.rows[ev.unit.seed]
-                meas.trained += int(res["trained"])
-                meas.reused += max(0, len(ev.unit.order) - int(res["trained"]))
+                trained = int(res["trained"])
+                meas.trained += min(trained, 1)  # this ordering's own task-training
+                meas.reused += len(ev.unit.order) - min(trained, 1)
+                meas.rebuilt += max(0, trained - 1)  # a prefix trained again on another worker
                 slot["init"] = slot["init"] or res["rows"][0]
                 if len(ev.unit.order) == 1:
                     slot["single"][ev.unit.order[0]] = res["rows"][1]
@@ -190,7 +193,6 @@ def prepare_affinity(req: AffinityRequest) -> tuple[dict[str, Any], Any]:
     """Settings of the graph (pool spec, tasks, strategy, training, seeds, where to record) and
     the study (or None). Every check that can fail runs here, before Ray starts."""
     from pipeline.lockstep import parse_population
-
     from pipeline.strategies import strategy_class
 
     req.population = parse_population(req.population)
@@ -444,7 +446,8 @@ def summary_lines(res: AffinityResult, recommend: bool) -> list[str]:
         lines.append(
             f"measured {t} single-task and {t * (t - 1)} pair orderings × {len(m.seeds)} seed(s) with "
             f"{st['strategy']}: {m.trained} task-trainings run, {m.reused} prefixes reused from the cache, "
-            f"{m.seconds:.0f} s"
+            + (f"{m.rebuilt} prefixes rebuilt on another worker, " if m.rebuilt else "")
+            + f"{m.seconds:.0f} s"
         )
     if st.get("experiment") and st["experiment"] != "lll-affinity":
         lines.append(f"harvested {res.harvested_trials} complete {st['strategy']} trial(s) of study {st['experiment']}")
