@@ -26,6 +26,18 @@ class RMatrix:
         object.__setattr__(self, "values", v)
         object.__setattr__(self, "tasks", tuple(self.tasks))
 
+    @classmethod
+    def from_rows(cls, order: tuple[str, ...] | list[str], rows: list[dict[str, float]]) -> RMatrix:
+        """R of the first ``len(rows) - 1`` tasks of ``order`` from accuracy rows (row i = accuracy on
+        every pool task after i tasks, as workers return them). The one place R is built from rows."""
+        names = tuple(order[: len(rows) - 1])
+        return cls(names, [[row[n] for n in names] for row in rows])
+
+    @classmethod
+    def mean(cls, rmats: list[RMatrix]) -> RMatrix:
+        """The entry-wise mean of R matrices of the same ordering (e.g. over seeds)."""
+        return cls(rmats[0].tasks, np.mean([r.values for r in rmats], axis=0))
+
     @property
     def T(self) -> int:
         return len(self.tasks)
@@ -83,8 +95,20 @@ class RMatrix:
     def row_labels(self) -> list[str]:
         return ["init", *[f"after {t}" for t in self.tasks]]
 
+    def title(self) -> str:
+        m = self.metrics()
+        return f"ACC {m['acc'] * 100:.1f}  BWT {m['bwt'] * 100:+.1f}  FWT {m['fwt'] * 100:+.1f}"
+
+    def heatmap_fast(self, path: str | Path, title: str | None = None) -> Path:
+        """The same heatmap drawn with Pillow in milliseconds (pipeline/heatmap.py): every recorded run's R.png."""
+        from pipeline.heatmap import heatmap_png
+
+        return heatmap_png(
+            self.values, self.row_labels(), [f"test {n}" for n in self.tasks], title or self.title(), path
+        )
+
     def heatmap(self, path: str | Path, title: str | None = None) -> Path:
-        """Write R as an annotated heatmap PNG.
+        """Write R as an annotated heatmap PNG (matplotlib: reports).
 
         Drawn on a bare ``Figure`` (no pyplot state) with fixed margins instead of tight_layout:
         a search draws one per trial in its driver loop, and the layout pass was half the cost."""
@@ -107,8 +131,7 @@ class RMatrix:
             for j in range(t):
                 v = self.values[i, j] * 100
                 ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="white" if v < 60 else "black")
-        m = self.metrics()
-        ax.set_title(title or f"ACC {m['acc'] * 100:.1f}  BWT {m['bwt'] * 100:+.1f}  FWT {m['fwt'] * 100:+.1f}")
+        ax.set_title(title or self.title())
         fig.colorbar(im, ax=ax, label="accuracy (%)")
         fig.savefig(path, dpi=100)
         return Path(path)

@@ -68,6 +68,7 @@ class MemoryPrefixCache:
         self._items: OrderedDict[str, PrefixState] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self._pinned: set[str] = set()
 
     def __contains__(self, key: str) -> bool:
         return key in self._items
@@ -84,14 +85,23 @@ class MemoryPrefixCache:
         self._items.move_to_end(key)
         return state
 
-    def put(self, key: str, state: PrefixState) -> None:
+    def put(self, key: str, state: PrefixState, pin: bool = False) -> None:
+        """Add ``state``; ``pin`` keeps it past the byte budget until :meth:`unpin_all` (a worker
+        pins the states its last call produced, so a trial can continue on the next call)."""
+        if pin:
+            self._pinned.add(key)
         if key in self._items:
             return
         self._items[key] = state
         self.bytes += state.nbytes()
         while self.bytes > self.max_bytes and len(self._items) > 1:
-            _, old = self._items.popitem(last=False)
-            self.bytes -= old.nbytes()
+            old_key = next((k for k in self._items if k not in self._pinned and k != key), None)
+            if old_key is None:
+                break
+            self.bytes -= self._items.pop(old_key).nbytes()
+
+    def unpin_all(self) -> None:
+        self._pinned.clear()
 
 
 @dataclass
@@ -135,6 +145,70 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@dataclass
+class Learner:
+    """A live prefix state: the model and strategy being trained, and R's rows so far. Every path
+    (``lll run``, a worker's trial, a worker's units, lockstep members) trains through these."""
+
+    model: nn.Module
+    strategy: Strategy
+    rows: list[dict[str, float]]
+    sizes: list[dict[str, float]]
+
+    def snapshot(self) -> PrefixState:
+        return snapshot(self.model, self.strategy, self.rows, self.sizes)
+
+
+def initial_learner(
+    pool: TaskPool, strategy_cfg: StrategyConfig, train_cfg: TrainConfig, seed: int, device: torch.device
+) -> Learner:
+    """The state after the empty prefix: the initial model (it depends on the seed only) and row 0."""
+    strategy = make_strategy(strategy_cfg)
+    cfg = train_cfg
+    model = model_for_pool(pool, cfg.hidden, cfg.heads, cfg.init, seed_from(seed, "init"), cfg.model)
+    model = model.to(device)
+    return Learner(model, strategy, [evaluate(model, strategy, pool.tasks.values(), device)], [])
+
+
+def learner_from(state: PrefixState, strategy_cfg: StrategyConfig, device: torch.device) -> Learner:
+    """A live copy of a cached (or checkpointed) prefix state; the cached state stays untouched."""
+    strategy = make_strategy(strategy_cfg)
+    model = restore(state, strategy, device)
+    return Learner(model, strategy, copy.deepcopy(state.rows), copy.deepcopy(state.sizes))
+
+
+def record_task(learner: Learner, pool: TaskPool, device: torch.device) -> dict[str, float]:
+    """After a task: R's next row (accuracy on every pool task) and the sizes; returns the row."""
+    row = evaluate(learner.model, learner.strategy, pool.tasks.values(), device)
+    learner.rows.append(row)
+    learner.sizes.append(
+        {
+            "params": count_params(learner.model),
+            "stored_bytes": learner.strategy.stored_bytes(),
+            **learner.strategy.size_report(learner.model),
+        }
+    )
+    return row
+
+
+def train_next(
+    learner: Learner,
+    pool: TaskPool,
+    prefix: list[str],
+    train_cfg: TrainConfig,
+    seed: int,
+    device: torch.device,
+    on_epoch: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """Train ``prefix[-1]`` on top of ``learner`` (which holds the state after ``prefix[:-1]``), one
+    model at a time; the task seed comes from (seed, prefix) so the result depends on nothing else."""
+    task = pool[prefix[-1]]
+    learner.model = train_task(
+        learner.model, task, learner.strategy, train_cfg, seed_from(seed, list(prefix)), device, on_epoch
+    )
+    return record_task(learner, pool, device)
+
+
 TaskCallback = Callable[[int, str, dict[str, float]], None]
 
 
@@ -160,9 +234,8 @@ class SequenceRun:
         self.pool, self.order, self.seed = pool, list(order), seed
         self.strategy_cfg, self.train_cfg, self.cache, self.on_epoch = strategy_cfg, train_cfg, cache, on_epoch
         self.device = pick_device(train_cfg.device)
-        self.strategy = make_strategy(strategy_cfg)
-        self.tasks = [pool[n] for n in order]
-        self.all_tasks = list(pool.tasks.values())
+        for name in self.order:
+            pool[name]  # an unknown task is an error before anything trains
         self.trained = 0
 
         # Resume from the longest cached prefix (0 = the initial model).
@@ -174,17 +247,16 @@ class SequenceRun:
                     self.reused = i
                     break
         if state is None:
-            init_seed = seed_from(seed, "init")
-            cfg = train_cfg
-            model = model_for_pool(pool, cfg.hidden, cfg.heads, cfg.init, init_seed, cfg.model)
-            self.model = model.to(self.device)
-            self.rows = [evaluate(self.model, self.strategy, self.all_tasks, self.device)]
-            self.sizes: list[dict[str, float]] = []
+            self.learner = initial_learner(pool, strategy_cfg, train_cfg, seed, self.device)
             if cache is not None:
-                cache.put(self._key(0), snapshot(self.model, self.strategy, self.rows, self.sizes))
+                cache.put(self._key(0), self.learner.snapshot())
         else:
-            self.model = restore(state, self.strategy, self.device)
-            self.rows, self.sizes = copy.deepcopy(state.rows), copy.deepcopy(state.sizes)
+            self.learner = learner_from(state, strategy_cfg, self.device)
+
+    model = property(lambda self: self.learner.model)
+    strategy = property(lambda self: self.learner.strategy)
+    rows = property(lambda self: self.learner.rows)
+    sizes = property(lambda self: self.learner.sizes)
 
     def _key(self, i: int) -> str:
         return prefix_key(self.pool, self.strategy_cfg, self.train_cfg, self.seed, self.order[:i])
@@ -201,29 +273,18 @@ class SequenceRun:
     def step(self) -> dict[str, float]:
         """Train the next task; return the accuracy row on every pool task after it."""
         i = self.done
-        task = self.tasks[i]
-        epoch_cb = (lambda e, n=task.name: self.on_epoch(n, e)) if self.on_epoch else None
-        task_seed = seed_from(self.seed, self.order[: i + 1])
-        self.model = train_task(self.model, task, self.strategy, self.train_cfg, task_seed, self.device, epoch_cb)
-        row = evaluate(self.model, self.strategy, self.all_tasks, self.device)
-        self.rows.append(row)
-        self.sizes.append(
-            {
-                "params": count_params(self.model),
-                "stored_bytes": self.strategy.stored_bytes(),
-                **self.strategy.size_report(self.model),
-            }
-        )
+        name = self.order[i]
+        epoch_cb = (lambda e, n=name: self.on_epoch(n, e)) if self.on_epoch else None
+        row = train_next(self.learner, self.pool, self.order[: i + 1], self.train_cfg, self.seed, self.device, epoch_cb)
         self.trained += 1
         if self.cache is not None:
-            self.cache.put(self._key(i + 1), snapshot(self.model, self.strategy, self.rows, self.sizes))
+            self.cache.put(self._key(i + 1), self.learner.snapshot())
         return row
 
     def result(self) -> RunResult:
         """R over the tasks trained so far (all of them once :attr:`finished`)."""
-        names = self.order[: self.done]
         return RunResult(
-            RMatrix(tuple(names), [[r[n] for n in names] for r in self.rows]),
+            RMatrix.from_rows(self.order, self.rows),
             self.model,
             self.strategy,
             self.rows,

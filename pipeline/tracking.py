@@ -8,6 +8,7 @@ With the embedded SQLite store only the driver writes (SQLite and many writers e
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
@@ -105,26 +106,51 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     raise LLLError(f"unsupported tracking URI {mask_url(uri)}; use sqlite:///FILE, http://HOST:PORT or a DB URL")
 
 
-def _client(uri: str):
+@functools.cache
+def sqlite_fast_commits() -> None:
+    """Every SQLite connection this process opens (Optuna's and MLflow's stores) runs in WAL mode
+    with ``synchronous=NORMAL``: a commit no longer waits for an fsync. Measured on the default
+    pool's exhaustive search, the ~4,000 commits of 120 trials took 32 s of the driver's time with
+    the default rollback journal. A killed process (SIGKILL) still loses no committed transaction;
+    only a power cut could drop the last few, which resume then re-runs."""
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def on_connect(dbapi_conn, _record) -> None:
+        if isinstance(dbapi_conn, sqlite3.Connection):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+    event.listen(Engine, "connect", on_connect)
+
+
+@functools.lru_cache(maxsize=8)
+def client(uri: str):
+    """THE MLflow client of ``uri`` (every module asks here; one per URI per process, so its
+    store connection and experiment lookups are reused instead of rebuilt per call)."""
     import logging
 
     from mlflow.tracking import MlflowClient
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
+    sqlite_fast_commits()
     return MlflowClient(tracking_uri=uri)
 
 
 def experiment_id(uri: str, name: str) -> str:
     """The id of experiment ``name``, created (with artifacts beside a SQLite DB) if missing."""
-    client = _client(uri)
-    exp = client.get_experiment_by_name(name)
+    mc = client(uri)
+    exp = mc.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
+            mc.restore_experiment(exp.experiment_id)
         return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_root_for(uri))
+    return mc.create_experiment(name, artifact_location=artifact_root_for(uri))
 
 
 def start_run(
@@ -134,16 +160,16 @@ def start_run(
     tags: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
 ) -> str:
-    client = _client(uri)
+    mc = client(uri)
     all_tags = dict(tags or {})
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id(uri, experiment), run_name=run_name, tags=all_tags)
+    run = mc.create_run(experiment_id(uri, experiment), run_name=run_name, tags=all_tags)
     return run.info.run_id
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
-    _client(uri).set_terminated(run_id, status=status)
+    client(uri).set_terminated(run_id, status=status)
 
 
 def log_ordering_run(
@@ -161,13 +187,13 @@ def log_ordering_run(
     series (``step_metrics``, step = tasks trained so far), R as JSON + heatmap, and ``files``
     (artifact sub-folder, local file) pairs, e.g. checkpoints.
 
-    Drawing the heatmap PNG (matplotlib) is about three quarters of this function's time;
-    ``heatmap=False`` keeps R.json only, for searches of many cheap trials."""
+    The heatmap PNG is drawn with Pillow (:meth:`RMatrix.heatmap_fast`: milliseconds; matplotlib
+    took three quarters of this function's time); ``heatmap=False`` keeps R.json only."""
     import time
 
     from mlflow.entities import Metric, Param, RunTag
 
-    client = _client(uri)
+    mc = client(uri)
     now = int(time.time() * 1000)
     metrics = [
         Metric(k, float(v), now, 0)
@@ -175,7 +201,7 @@ def log_ordering_run(
     ]
     for name, series in (step_metrics or {}).items():
         metrics += [Metric(name, float(v), now, step) for step, v in enumerate(series, start=1)]
-    client.log_batch(
+    mc.log_batch(
         run_id,
         metrics=metrics,
         params=[Param(k, str(v)[:6000]) for k, v in params.items()],
@@ -184,8 +210,8 @@ def log_ordering_run(
     with tempfile.TemporaryDirectory() as tmp:
         if rmatrix is not None:
             rmatrix.to_json(Path(tmp) / "R.json")
-            client.log_artifact(run_id, str(Path(tmp) / "R.json"))
+            mc.log_artifact(run_id, str(Path(tmp) / "R.json"))
             if heatmap:
-                client.log_artifact(run_id, str(rmatrix.heatmap(Path(tmp) / "R.png")))
+                mc.log_artifact(run_id, str(rmatrix.heatmap_fast(Path(tmp) / "R.png")))
         for folder, path in files or []:
-            client.log_artifact(run_id, str(path), artifact_path=folder)
+            mc.log_artifact(run_id, str(path), artifact_path=folder)

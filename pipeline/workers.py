@@ -1,9 +1,15 @@
 """Ray worker actors: long-lived learners that hold the task pool and a prefix cache in memory.
 
-A worker trains one ordering at a time, one task per call (``start`` → ``step``… → ``finish``),
-so the driver can report each task's accuracy to Optuna and prune between tasks. Workers never
-write to the tracking store: they return R, sizes and checkpoint bytes, and the driver records
-them (SQLite allows one writer).
+Two ways to give a worker work, sharing one training code path (pipeline/runner.py):
+
+* :meth:`TrialWorker.train_units` — a batch of units (pipeline/units.py), each one task-training
+  over the prefix tree; compatible units are trained together as one stacked model when the worker
+  runs a population (lockstep, pipeline/lockstep.py).
+* ``start`` → ``step``… → ``finish`` — one ordering, one task per call.
+
+Either way the driver can report each task's accuracy to Optuna and prune between tasks. Workers
+never write to the tracking store: they return R, sizes and checkpoint bytes, and the driver
+records them (SQLite allows one writer).
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ import torch
 
 from pipeline.checkpoint import checkpoint_bytes
 from pipeline.config import StrategyConfig, TrainConfig
+from pipeline.lockstep import LockstepTrainer, choose_population
 from pipeline.runner import MemoryPrefixCache, SequenceRun
-from pipeline.train import TrainingDiverged
+from pipeline.train import TrainingDiverged, pick_device
+from pipeline.units import Unit, UnitRunner
 from tasks.errors import LLLError
 from tasks.pool import PoolSpec, TaskPool, build_pool
 
@@ -32,10 +40,22 @@ class TrialWorker:
         download: bool = False,
         cache_bytes: int = 1 << 30,
         threads: int = 1,
+        population: int | str = "auto",
     ) -> None:
+        """``population``: how many compatible units to train at once as one stacked model (K);
+        ``"auto"`` picks K from free memory, 1 trains one model at a time (today's path)."""
         torch.set_num_threads(max(1, int(threads)))
         self.pool: TaskPool = build_pool(PoolSpec.model_validate_json(pool_spec_json), data_dir, download)
-        self.cache = MemoryPrefixCache(cache_bytes) if cache_bytes > 0 else None
+        # train_units always caches (pinning its last results even past a tiny budget); the
+        # start/step path keeps its old meaning of cache_bytes <= 0: no cache at all.
+        self.unit_cache = MemoryPrefixCache(max(0, cache_bytes))
+        self.cache = self.unit_cache if cache_bytes > 0 else None
+        self.population, self.population_note = choose_population(population, pick_device("auto"))
+        # population 1: one model at a time, bit for bit what `lll run` gives. Otherwise every unit
+        # whose strategy has a stacked loop trains in lockstep — even alone (K=1), so a state never
+        # depends on how units happened to be grouped (lockstep results do not depend on K).
+        self.lockstep = LockstepTrainer(self.pool, self.population) if self.population > 1 else None
+        self.units = UnitRunner(self.pool, self.unit_cache, self.lockstep)
         self.run: SequenceRun | None = None
         self.checkpoints: list[bytes] = []
         self.keep: str = "final"
@@ -53,6 +73,8 @@ class TrialWorker:
             pass
         device = "cuda" if torch.cuda.is_available() else "cpu"
         return {
+            "population": self.population,
+            "population_note": (self.lockstep.note if self.lockstep and self.lockstep.note else self.population_note),
             "node_id": node_id,
             "node_ip": node_ip,
             "host": socket.gethostname(),
@@ -60,6 +82,17 @@ class TrialWorker:
             "device": device,
             "pool_fingerprint": self.pool.fingerprint(),
         }
+
+    def train_units(self, units: list[Unit]) -> list[dict[str, Any]]:
+        """Train each unit (order[-1] on top of the state after order[:-1]); one dict per unit, in order:
+
+        ``rows`` (accuracy on every pool task after each prefix 0..len(order)), ``row`` (= rows[-1]),
+        ``sizes`` (params / stored bytes after each task), ``lam``, ``trained`` (task-trainings run
+        for it: 1, more if its prefix had to be rebuilt, 0 if it was cached), ``reused`` (1 if its
+        prefix came from the cache), ``seconds``, ``checkpoint`` (bytes or None) and ``error``
+        (None, or why it failed: the other keys are then empty). A unit never raises.
+        """
+        return self.units.train(list(units))
 
     def start(
         self, order: list[str], strategy_json: str, train_json: str, seed: int, checkpoints: str = "final"
@@ -112,6 +145,5 @@ class TrialWorker:
         }
 
     def cache_stats(self) -> dict[str, int]:
-        if self.cache is None:
-            return {"entries": 0, "bytes": 0, "hits": 0}
-        return {"entries": len(self.cache), "bytes": self.cache.bytes, "hits": self.cache.hits}
+        c = self.unit_cache
+        return {"entries": len(c), "bytes": c.bytes, "hits": c.hits}

@@ -10,14 +10,9 @@ The driver (this process) is the only writer of Optuna and MLflow, as in the sea
 
 from __future__ import annotations
 
-import contextlib
 import json
-import queue
-import tempfile
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +20,7 @@ from typing import Any
 import networkx as nx
 
 from pipeline.config import StrategyConfig, TrainConfig
-from pipeline.workers import TrialWorker
+from pipeline.units import Unit
 from search.affinity import (
     Evidence,
     PathWeights,
@@ -57,6 +52,8 @@ class AffinityMeasurement:
     trained: int = 0  # task-trainings run
     reused: int = 0  # task-trainings taken from a worker's prefix cache
     seconds: float = 0.0
+    workers: list[dict[str, Any]] = field(default_factory=list)  # each worker's info (device, K)
+    rebuilt: int = 0  # extra task-trainings: a prefix trained again on a worker that did not hold it
 
     def evidence(self) -> Evidence:
         ev = Evidence()
@@ -84,20 +81,10 @@ class AffinityMeasurement:
         return cls(d["tasks"], d["strategy"], d["train"], d["seeds"], rows, d["trained"], d["reused"], d["seconds"])
 
 
-def _train(actor: Any, order: list[str], strategy_json: str, train_json: str, seed: int) -> tuple[list, int]:
-    """Train ``order`` on ``actor`` (resuming from its cache); (rows, task-trainings taken from cache)."""
-    import ray
-
-    res = ray.get(actor.start.remote(order, strategy_json, train_json, seed, "none"))
-    if "error" in res:
-        raise LLLError(f"affinity run {'>'.join(order)} (seed {seed}) failed: {res['error']}")
-    rows, reused = list(res["rows"]), int(res["done"])
-    while len(rows) < len(order) + 1:
-        step = ray.get(actor.step.remote())
-        if "error" in step:
-            raise LLLError(f"affinity run {'>'.join(order)} (seed {seed}) failed: {step['error']}")
-        rows.append(step["row"])
-    return rows, reused
+def affinity_units(tasks: list[str], strategy_json: str, train_json: str, seed: int) -> list[Unit]:
+    """Every single task [a] and pair [a, b] of one seed: the first two levels of the prefix tree."""
+    units = [Unit((a,), strategy_json, train_json, seed) for a in tasks]
+    return units + [Unit((a, b), strategy_json, train_json, seed) for a in tasks for b in tasks if b != a]
 
 
 def measure_affinity(
@@ -112,79 +99,54 @@ def measure_affinity(
     ray_address: str | None = None,
     cache_bytes: int = 1 << 30,
     progress: Progress | None = None,
+    population: int | str = "auto",
 ) -> AffinityMeasurement:
     """Run every single-task ordering [a] and pair [a, b] of ``tasks`` for each seed on Ray
-    workers (started here, killed before returning so a search that follows gets the CPUs)."""
-    import ray
-
+    workers through the search's scheduler (started here, stopped before returning so a search
+    that follows gets the CPUs). Each pair [a, b] waits for [a] and goes to the worker that holds
+    it; a worker's batch holds up to K of them (lockstep)."""
     from search.cluster import connect
+    from search.scheduler import Scheduler, WorkerSpec
 
     resources = connect(ray_address)
     t0 = time.perf_counter()
-    jobs: queue.Queue[tuple[int, str]] = queue.Queue()
-    for seed in seeds:
-        for a in tasks:
-            jobs.put((seed, a))
     cpus = max(1, int(resources.get("CPU", 1)))  # more actors than CPUs would wait forever for a slot
-    n_workers = max(1, min(workers or cpus, cpus, jobs.qsize()))
-    remote = ray.remote(TrialWorker).options(num_cpus=1, max_restarts=0)
-    actors = [remote.remote(pool_spec_json, data_dir, download, cache_bytes, 1) for _ in range(n_workers)]
+    n_workers = max(1, min(workers or cpus, cpus, len(seeds) * len(tasks)))
     meas = AffinityMeasurement(
         list(tasks), strategy.model_dump(mode="json"), train.model_dump(mode="json"), list(seeds)
     )
+    sj, tj = strategy.model_dump_json(), train.model_dump_json()
+    sched = Scheduler(WorkerSpec(pool_spec_json, data_dir, download, cache_bytes, population=population), n_workers)
+    total = 0
     for seed in seeds:
         meas.rows[seed] = {"init": None, "single": {}, "pair": {}}
-    total, lock, stop = len(seeds) * len(tasks) ** 2, threading.Lock(), threading.Event()
-    done = [0]
-    sj, tj = strategy.model_dump_json(), train.model_dump_json()
-
-    def record(rows: list, reused: int, order: list[str], seed: int) -> None:
-        with lock:
-            meas.trained += len(order) - reused
-            meas.reused += reused
-            slot = meas.rows[seed]
-            if slot["init"] is None:
-                slot["init"] = rows[0]
-            if len(order) == 1:
-                slot["single"][order[0]] = rows[1]
-            else:
-                slot["pair"][">".join(order)] = rows[2]
-            done[0] += 1
-            if progress is not None:
-                progress(done[0], total, ">".join(order))
-
-    def work(actor: Any) -> None:
-        while not stop.is_set():
-            try:
-                seed, a = jobs.get_nowait()
-            except queue.Empty:
-                return
-            for order in [[a]] + [[a, b] for b in tasks if b != a]:
-                if stop.is_set():
-                    return
-                rows, reused = _train(actor, order, sj, tj, seed)
-                record(rows, reused, order, seed)
-
-    ex = ThreadPoolExecutor(n_workers)
+        for unit in affinity_units(list(tasks), sj, tj, seed):
+            sched.submit(unit, seed)
+            total += 1
+    done = 0
+    sched.start()
     try:
-        for f in [ex.submit(work, actor) for actor in actors]:
-            f.result()
-    except LLLError:
-        stop.set()
-        raise
-    except Exception as exc:  # a worker died or could not build the pool
-        stop.set()
-        first = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__
-        raise LLLError(f"an affinity worker failed ({first}); check the pool and its data") from None
-    except BaseException:  # Ctrl-C: stop handing out jobs
-        stop.set()
-        raise
+        while done < total:
+            for ev in sched.poll(timeout=1.0):
+                what = ">".join(ev.unit.order)
+                if ev.failure is not None:
+                    raise LLLError(f"affinity run {what} (seed {ev.unit.seed}) failed: {ev.failure}")
+                res, slot = ev.result, meas.rows[ev.unit.seed]
+                trained = int(res["trained"])
+                meas.trained += min(trained, 1)  # this ordering's own task-training
+                meas.reused += len(ev.unit.order) - min(trained, 1)
+                meas.rebuilt += max(0, trained - 1)  # a prefix trained again on another worker
+                slot["init"] = slot["init"] or res["rows"][0]
+                if len(ev.unit.order) == 1:
+                    slot["single"][ev.unit.order[0]] = res["rows"][1]
+                else:
+                    slot["pair"][what] = res["rows"][2]
+                done += 1
+                if progress is not None:
+                    progress(done, total, what)
+        meas.workers = sched.infos()
     finally:
-        # Killing the actors also ends any thread still waiting on one, so shutting down is quick.
-        for actor in actors:
-            with contextlib.suppress(Exception):  # already dead
-                ray.kill(actor, no_restart=True)
-        ex.shutdown(wait=True)
+        sched.close()
     meas.seconds = time.perf_counter() - t0
     return meas
 
@@ -210,6 +172,7 @@ class AffinityRequest:
     ray_address: str | None = None
     data_dir: str | None = None
     top: int = 3
+    population: int | str = "auto"  # units a worker trains at once (lockstep K)
 
 
 @dataclass
@@ -229,8 +192,10 @@ class AffinityResult:
 def prepare_affinity(req: AffinityRequest) -> tuple[dict[str, Any], Any]:
     """Settings of the graph (pool spec, tasks, strategy, training, seeds, where to record) and
     the study (or None). Every check that can fail runs here, before Ray starts."""
+    from pipeline.lockstep import parse_population
     from pipeline.strategies import strategy_class
 
+    req.population = parse_population(req.population)
     out = Path(req.out).expanduser()
     if not out.resolve().parent.is_dir():
         raise LLLError(f"--out {req.out}: folder {out.parent} does not exist; create it or choose another path")
@@ -270,7 +235,8 @@ def prepare_affinity(req: AffinityRequest) -> tuple[dict[str, Any], Any]:
         from tasks.registry import load_pool
 
         pool = load_pool(req.pool or "mixed-mnist", req.data_dir)
-        name, base_seed, n_seeds, train = req.strategy or "naive", req.seed or 0, req.seeds or 1, {}
+        name, base_seed, n_seeds = req.strategy or "naive", req.seed or 0, req.seeds or 1
+        train = dict(pool.spec.train)  # the pool's training defaults; --epochs overrides
         settings = {
             "pool": req.pool or "mixed-mnist",
             "pool_spec": pool.spec.model_dump_json(),
@@ -323,6 +289,7 @@ def run_affinity(
             settings["data_dir"],
             ray_address=req.ray_address,
             progress=progress,
+            population=req.population,
         )
         measured = measurement.evidence()
     elif study is not None:
@@ -367,10 +334,8 @@ def record_affinity(
 ) -> str:
     """One MLflow run (tag lll.kind=affinity) in the study's experiment: the graph's settings as
     params, its size and cost as metrics, GraphML, PNG and the scored orderings as artifacts."""
-    from pipeline import tracking
+    from search.recording import RunRecord, write
 
-    uri = settings["tracking_uri"]
-    run_id = tracking.start_run(uri, settings["experiment"], "affinity graph", tags={"lll.kind": "affinity"})
     params = {
         "pool": settings["pool"],
         "strategy": settings["strategy"],
@@ -390,17 +355,17 @@ def record_affinity(
         metrics["best_predicted_score"] = orderings[0][1]
     if measurement is not None:
         metrics.update(trained=measurement.trained, reused=measurement.reused, seconds=measurement.seconds)
-    with tempfile.TemporaryDirectory() as tmp:
-        scored = Path(tmp) / "affinity_orderings.json"
-        scored.write_text(
-            json.dumps(
-                {"weights": weights.__dict__, "orderings": [{"order": o, "score": s} for o, s in orderings]}, indent=2
-            )
-        )
-        files = [("affinity", graphml), ("affinity", png), ("affinity", scored)]
-        tracking.log_ordering_run(uri, run_id, None, params, extra_metrics=metrics, files=files)
-    tracking.end_run(uri, run_id, "FINISHED")
-    return run_id
+    scored = json.dumps(
+        {"weights": weights.__dict__, "orderings": [{"order": o, "score": s} for o, s in orderings]}, indent=2
+    )
+    files = [
+        ("affinity", graphml.name, graphml.read_bytes()),
+        ("affinity", png.name, png.read_bytes()),
+        ("affinity", "affinity_orderings.json", scored.encode()),
+    ]
+    tags = {"lll.kind": "affinity"}
+    rec = RunRecord(settings["experiment"], "affinity graph", params, tags, None, metrics, {}, files)
+    return write(settings["tracking_uri"], rec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,6 +395,7 @@ def seed_study_from_graph(
     download: bool = False,
     k: int = SEED_ORDERINGS,
     progress: Progress | None = None,
+    population: int | str = "auto",
 ) -> list[tuple[list[str], float]]:
     """Measure the affinity graph of a new study's pool with its first strategy, training config
     and base seed (one seed: T² task-trainings), enqueue the ``k`` best-scoring orderings (default
@@ -449,6 +415,7 @@ def seed_study_from_graph(
             download,
             ray_address,
             progress=progress,
+            population=population,
         )
     except BaseException:  # the study was created for this search a moment ago: do not leave it empty
         import optuna
@@ -480,7 +447,8 @@ def summary_lines(res: AffinityResult, recommend: bool) -> list[str]:
         lines.append(
             f"measured {t} single-task and {t * (t - 1)} pair orderings × {len(m.seeds)} seed(s) with "
             f"{st['strategy']}: {m.trained} task-trainings run, {m.reused} prefixes reused from the cache, "
-            f"{m.seconds:.0f} s"
+            + (f"{m.rebuilt} prefixes rebuilt on another worker, " if m.rebuilt else "")
+            + f"{m.seconds:.0f} s"
         )
     if st.get("experiment") and st["experiment"] != "lll-affinity":
         lines.append(f"harvested {res.harvested_trials} complete {st['strategy']} trial(s) of study {st['experiment']}")

@@ -3,10 +3,7 @@ driver → study artifacts. The CLI only parses flags and prints."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +13,9 @@ from pipeline import tracking
 from pipeline.config import TrainConfig
 from pipeline.strategies import strategy_class
 from search.cluster import check_address, check_gpus, connect
-from search.driver import Progress, SearchConfig, SearchDriver, SearchSummary
+from search.driver import Progress, SearchConfig, SearchDriver
 from search.recommend import recommendation
-from search.report import acc_distribution_plot, pareto_plot
+from search.recording import close_parent_run, open_parent_run
 from search.space import SearchSpace
 from search.study import DEFAULT_STORAGE, create_study, load_study, open_storage, study_settings
 from tasks.errors import LLLError
@@ -58,6 +55,7 @@ class SearchRequest:
     test_per_task: int | None = None
     order: list[str] | None = None
     seed_from_graph: bool = False  # enqueue the affinity graph's best orderings first (new study)
+    population: int | str = "auto"  # units a worker trains at once (lockstep K); not stored in the study
 
 
 DEFAULT_STRATEGIES = ["ewc", "si", "agem"]
@@ -108,6 +106,9 @@ def prepare(req: SearchRequest):
     """Validate everything that can fail before any training; returns (study, settings, pool, uri)."""
     if req.seed_from_graph and (req.resume or req.order is not None):
         raise LLLError("--seed-from-graph seeds a new study's orderings; drop it with --resume or --order")
+    from pipeline.lockstep import parse_population
+
+    req.population = parse_population(req.population)
     if req.ray_address:
         check_address(req.ray_address)
     else:
@@ -160,50 +161,12 @@ def prepare(req: SearchRequest):
         if req.seed_from_graph:
             from search.affinity_runs import seed_study_from_graph
 
-            seed_study_from_graph(study, settings, req.workers, req.ray_address, req.download)
+            seed_study_from_graph(
+                study, settings, req.workers, req.ray_address, req.download, population=req.population
+            )
     if uri:
         tracking.check_tracking_uri(uri)
     return study, settings, pool, uri
-
-
-def _parent_run(study, settings: dict[str, Any], uri: str) -> str:
-    parent = study.user_attrs.get("mlflow_parent_run_id")
-    experiment = study.study_name
-    if parent:
-        from mlflow.tracking import MlflowClient
-
-        MlflowClient(uri).update_run(parent, status="RUNNING")
-        return parent
-    parent = tracking.start_run(uri, experiment, f"search {study.study_name}", tags={"lll.kind": "search"})
-    params = {
-        k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in settings.items() if k not in ("pool_spec",)
-    }
-    tracking.log_ordering_run(uri, parent, None, params)
-    study.set_user_attr("mlflow_parent_run_id", parent)
-    return parent
-
-
-def finish_parent(study, uri: str, parent: str, summary: SearchSummary) -> dict[str, Any] | None:
-    """Study-level artifacts (Pareto front, ACC distribution, recommended order) and metrics."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    rec = None
-    with contextlib.suppress(LLLError):
-        rec = recommendation(study)
-    with tempfile.TemporaryDirectory() as tmp:
-        if rec is not None:
-            p = Path(tmp) / "recommended_order.json"
-            p.write_text(json.dumps(rec, indent=2))
-            client.log_artifact(parent, str(p))
-            client.log_artifact(parent, str(pareto_plot(study, Path(tmp) / "pareto.png")))
-            client.log_artifact(parent, str(acc_distribution_plot(study, Path(tmp) / "acc_distribution.png")))
-            client.log_metric(parent, "best_acc", rec["acc"])
-            client.log_metric(parent, "best_bwt", rec["bwt"])
-    for k in ("complete", "pruned", "failed", "trained", "reused", "saved_by_pruning"):
-        client.log_metric(parent, f"search_{k}", getattr(summary, k))
-    client.set_terminated(parent, "FINISHED")
-    return rec
 
 
 def run_search(req: SearchRequest, progress: Progress | None = None, prepared=None):
@@ -216,7 +179,7 @@ def run_search(req: SearchRequest, progress: Progress | None = None, prepared=No
     workers = req.workers or max(1, int(cpus // req.cpus_per_worker))
     if req.gpus_per_worker and resources.get("GPU", 0) < req.gpus_per_worker:
         raise LLLError(f"--gpus-per-worker {req.gpus_per_worker} but the cluster has {resources.get('GPU', 0)} GPUs")
-    parent = _parent_run(study, settings, uri) if uri else None
+    parent = open_parent_run(study, settings, uri) if uri else None
     space = SearchSpace(
         settings["tasks"],
         settings["strategies"],
@@ -249,10 +212,11 @@ def run_search(req: SearchRequest, progress: Progress | None = None, prepared=No
         data_dir=settings.get("data_dir"),
         download=req.download,
         cache_bytes=req.cache_mb * 1024 * 1024,
+        population=req.population,
     )
     driver = SearchDriver(cfg, study, parent, progress)
     summary = driver.run()
-    rec = finish_parent(study, uri, parent, summary) if uri and parent else None
+    rec = close_parent_run(study, uri, parent, summary) if uri and parent else None
     if rec is None:
         try:
             rec = recommendation(study)

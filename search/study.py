@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from pipeline.tracking import mask_url
+from pipeline.tracking import mask_url, sqlite_fast_commits
 from tasks.errors import LLLError
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -31,6 +31,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": 60}}
+        sqlite_fast_commits()
     else:
         kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}} if "postgres" in url else {}
     try:

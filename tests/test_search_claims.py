@@ -143,11 +143,6 @@ def test_fixed_order_stays_fixed_in_every_trial(studies) -> None:
 
 
 # ---- --checkpoints all -------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a trial that resumes from a cached prefix stores checkpoints only for the tasks it "
-    "trained, numbered from 1 (pipeline/workers.py keeps them per step; search/driver.py names them by index)",
-)
 def test_checkpoints_all_stores_one_checkpoint_per_task(studies, tmp_path) -> None:
     d = studies["both"]
     client = MlflowClient(f"sqlite:///{d}/mlflow.db")

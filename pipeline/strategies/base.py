@@ -32,6 +32,10 @@ class Strategy:
     default_lam: ClassVar[float | None] = None
     #: A sensible log-uniform search range for λ (used by `lll search`).
     lam_range: ClassVar[tuple[float, float] | None] = None
+    #: The stacked inner loop for lockstep training (pipeline/lockstep.py); None: one model at a
+    #: time. Read from the class itself (``vars``), never inherited, so a subclass that changes the
+    #: loop must opt in again.
+    lockstep: ClassVar[type[LockstepHooks] | None] = None
 
     def __init__(self, lam: float | None = None) -> None:
         self.lam = self.default_lam if lam is None else float(lam)
@@ -86,6 +90,36 @@ class Strategy:
         the runner adds them to the task's ``sizes`` entry next to ``params`` and ``stored_bytes``,
         so `lll run` prints them and MLflow records them per task like the others."""
         return {}
+
+
+class LockstepHooks:
+    """A strategy's inner loop for K members trained as one stacked model (pipeline/lockstep.py).
+
+    Only the inner loop is stacked: ``before_task``/``after_task`` (Fisher, importance, memories,
+    anchors) still run per member on an ordinary model with the real Strategy. ``st`` is the
+    :class:`pipeline.lockstep.Stack`: stacked parameters ``st.params`` (name → [K, ...]), the member
+    strategies ``st.members``, per-member λ ``st.lam`` [K] and RNG ``st.gens``, and helpers to
+    stack/unstack per-member state and run the stacked model. The default is plain cross-entropy.
+    """
+
+    def __init__(self, st: Any) -> None:
+        self.st = st
+
+    def begin(self) -> None:
+        """After every member's ``before_task``: stack the state the inner loop needs."""
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-member losses [K] for member batches x [K, B, ...], y [K, B] (they are summed)."""
+        return self.st.ce(self.st.forward(x), y)
+
+    def after_backward(self) -> None:
+        """Stacked gradients are in ``p.grad``; rewrite them per member here."""
+
+    def after_step(self) -> None:
+        """After each optimiser step."""
+
+    def end(self) -> None:
+        """Before every member's ``after_task``: write the stacked state back into each member."""
 
 
 def tensor_bytes(obj: Any) -> int:

@@ -9,11 +9,12 @@ One penalty per past task, kept consolidated (see quadratic.py). Options: ``fish
 (inputs used to estimate F, default 1000).
 """
 
-from pipeline.strategies.quadratic import QuadraticPenalty, fisher_diagonal
+from pipeline.strategies.quadratic import FisherLockstep, QuadraticPenalty, fisher_diagonal
 
 
 class EWC(QuadraticPenalty):
     name = "ewc"
+    lockstep = FisherLockstep
     default_lam = 30.0  # tuned on mixed-mnist (README, "Default λ")
     lam_range = (1.0, 1000.0)
 

@@ -7,11 +7,33 @@ No λ.
 
 import torch
 
-from pipeline.strategies.memory import EpisodicMemory, WithMemory
+from pipeline.strategies.base import LockstepHooks
+from pipeline.strategies.memory import EpisodicMemory, WithMemory, member_batch
+
+
+class JointLockstep(LockstepHooks):
+    """Per member: (CE(batch) + Σ_j CE(batch of earlier task j)) / (1 + #earlier tasks)."""
+
+    def loss(self, x, y):
+        st, batches, count = self.st, [], []
+        for m, gen in zip(st.members, st.gens, strict=True):
+            names = m.memory.names()
+            count.append(1 + len(names))
+            parts = []
+            for name in names:
+                mx, my = m.memory.sample(name, y.shape[1], generator=gen)
+                t = torch.zeros(len(my), dtype=torch.long, device=my.device)
+                parts.append(member_batch(st, mx, my, [name], t, 1.0 / max(1, len(my))))
+            batches.append(tuple(torch.cat(c) for c in zip(*parts, strict=True)) if parts else None)
+        base = super().loss(x, y)
+        mem = st.memory_loss(batches)
+        total = base if mem is None else base + mem
+        return total / torch.tensor(count, dtype=total.dtype, device=total.device)
 
 
 class Joint(WithMemory):
     name = "joint"
+    lockstep = JointLockstep
 
     def __init__(self, lam: float | None = None) -> None:
         super().__init__(lam)

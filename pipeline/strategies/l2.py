@@ -3,7 +3,7 @@
 import torch
 
 from pipeline.strategies.base import trainable
-from pipeline.strategies.quadratic import QuadraticPenalty
+from pipeline.strategies.quadratic import QuadraticLockstep, QuadraticPenalty
 
 
 class L2(QuadraticPenalty):
@@ -11,6 +11,7 @@ class L2(QuadraticPenalty):
     large cannot learn the new task."""
 
     name = "l2"
+    lockstep = QuadraticLockstep
     default_lam = 0.3  # tuned on mixed-mnist (README, "Default λ")
     lam_range = (0.03, 3.0)
 

@@ -17,11 +17,41 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from pipeline.strategies.base import Strategy
+from pipeline.strategies.base import LockstepHooks, Strategy
+
+
+class LwFLockstep(LockstepHooks):
+    """The teacher is the stacked weights at the task's start; a [K, H] mask says which heads each
+    member distils (its old heads, as :meth:`LwF._old_heads`)."""
+
+    def begin(self):
+        st = self.st
+        self.teacher = {n: p.detach().clone() for n, p in st.params.items()}
+        self.mask = torch.zeros((st.K, len(st.heads)), device=st.device)
+        for k, (m, model) in enumerate(zip(st.members, st.models, strict=True)):
+            if m.teacher is not None:
+                for h in m._old_heads(model):
+                    self.mask[k, st.head_index[h]] = 1.0
+            m.teacher = None  # the stacked copy above is the one used
+        self.any = bool(self.mask.any())
+        self.t = st.members[0].temperature
+
+    def loss(self, x, y):
+        base = super().loss(x, y)
+        if not self.any:
+            return base
+        st, t = self.st, self.t
+        student = st.all_heads(st.features(x))
+        with torch.no_grad():
+            teacher = st.all_heads(st.features(x, self.teacher), self.teacher)
+        kl = F.kl_div(F.log_softmax(student / t, dim=-1), F.softmax(teacher / t, dim=-1), reduction="none")
+        kd = (kl.sum((-1, -2)) / x.shape[1] * self.mask).sum(1) * t * t
+        return base + st.lam * kd
 
 
 class LwF(Strategy):
     name = "lwf"
+    lockstep = LwFLockstep
     default_lam = 1.0  # tuned on mixed-mnist (README, "Default λ")
     lam_range = (0.1, 10.0)
 

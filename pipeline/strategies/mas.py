@@ -10,11 +10,21 @@ Options: ``samples`` (inputs used, default 1000).
 
 import torch
 
-from pipeline.strategies.quadratic import QuadraticPenalty, per_sample_grad_stat
+from pipeline.strategies.quadratic import ImportanceLockstep, QuadraticPenalty, per_sample_grad_stat, stacked_grad_stat
+
+
+class MASLockstep(ImportanceLockstep):
+    """The same importance for all lockstep members at once (see stacked_grad_stat)."""
+
+    def stacked_importance(self):
+        st = self.st
+        x = torch.stack([t.x_train[: st.members[0].samples] for t in st.tasks]).to(st.device)
+        return stacked_grad_stat(st, x, lambda out: 2 * out, torch.abs)
 
 
 class MAS(QuadraticPenalty):
     name = "mas"
+    lockstep = MASLockstep
     default_lam = 0.1  # tuned on mixed-mnist (README, "Default λ")
     lam_range = (0.01, 1.0)
 

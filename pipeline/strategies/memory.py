@@ -26,6 +26,19 @@ def mixed_task_loss(
     return total / max(1, len(y))
 
 
+def draw(high: int, n: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """n indices below ``high`` from the global RNG, or from ``generator`` (a lockstep member's own
+    CPU stream, the same numbers the global RNG would give it one at a time)."""
+    if generator is None:
+        return torch.randint(high, (n,), device=device)
+    return torch.randint(high, (n,), generator=generator).to(device)
+
+
+def member_batch(st, x: torch.Tensor, y: torch.Tensor, names: list[str], t: torch.Tensor, weight: float) -> tuple:
+    """One lockstep member's memory batch as (x, y, head per sample, weight per sample)."""
+    return x, y, st.member_heads(names, t), torch.full((len(y),), weight, device=y.device)
+
+
 class EpisodicMemory:
     def __init__(self, per_task: int | None) -> None:
         self.per_task = per_task
@@ -40,17 +53,19 @@ class EpisodicMemory:
     def names(self) -> list[str]:
         return list(self.data)
 
-    def sample(self, name: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, name: str, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.data[name]
-        idx = torch.randint(len(y), (min(n, len(y)),), device=y.device)
+        idx = draw(len(y), min(n, len(y)), y.device, generator)
         return x[idx], y[idx]
 
-    def sample_all(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sample_all(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A batch drawn uniformly from the union of all tasks' examples."""
         xs = torch.cat([x for x, _ in self.data.values()])
         ys = torch.cat([y for _, y in self.data.values()])
         ts = torch.cat([torch.full((len(y),), k, device=y.device) for k, (_, y) in enumerate(self.data.values())])
-        idx = torch.randint(len(ys), (min(n, len(ys)),), device=ys.device)
+        idx = draw(len(ys), min(n, len(ys)), ys.device, generator)
         return xs[idx], ys[idx], ts[idx]
 
     def state(self) -> dict:
@@ -104,8 +119,10 @@ class ReservoirMemory:
     def __len__(self) -> int:
         return len(self.y)
 
-    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        idx = torch.randint(len(self.y), (min(n, len(self.y)),), device=self.y.device)
+    def sample(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx = draw(len(self.y), min(n, len(self.y)), self.y.device, generator)
         return self.x[idx], self.y[idx], self.t[idx]
 
     def state(self) -> dict:

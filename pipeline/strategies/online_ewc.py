@@ -8,11 +8,12 @@ cost stays constant however many tasks came before and old tasks fade at rate γ
 Options: ``gamma`` (decay, default 0.9), ``fisher_samples`` (default 1000).
 """
 
-from pipeline.strategies.quadratic import QuadraticPenalty, fisher_diagonal
+from pipeline.strategies.quadratic import FisherLockstep, QuadraticPenalty, fisher_diagonal
 
 
 class OnlineEWC(QuadraticPenalty):
     name = "online-ewc"
+    lockstep = FisherLockstep
     default_lam = 30.0  # tuned on mixed-mnist (README, "Default λ")
     lam_range = (1.0, 1000.0)
 

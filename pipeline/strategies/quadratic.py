@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from pipeline.strategies.base import Strategy, trainable
+from pipeline.strategies.base import LockstepHooks, Strategy, trainable
 from tasks.pool import Task
 
 
@@ -63,6 +63,60 @@ class QuadraticPenalty(Strategy):
 
     def load_extra_state(self, state):
         self.B, self.A = dict(state["B"]), dict(state["A"])
+
+
+class QuadraticLockstep(LockstepHooks):
+    """The stacked penalty: B and Ā stacked [K, ...] (zeros for a member with no past task, whose
+    penalty is then exactly 0), λ per member."""
+
+    def begin(self):
+        st = self.st
+        self.any = any(m.B for m in st.members)
+        self.B = st.stack_dicts([m.B for m in st.members])
+        self.A = st.stack_dicts([m.A for m in st.members])
+
+    def loss(self, x, y):
+        base = super().loss(x, y)
+        if not self.any:
+            return base
+        st = self.st
+        penalty = sum((self.B[n] * (p - self.A[n]).pow(2)).reshape(st.K, -1).sum(1) for n, p in st.params.items())
+        return base + st.lam * penalty
+
+
+class PathIntegralLockstep(QuadraticLockstep):
+    """SI/RWalk's path integral ω, elementwise over stacked tensors."""
+
+    def begin(self):
+        super().begin()
+        st = self.st
+        self.omega = st.stack_dicts([m._omega for m in st.members])
+        self.prev = st.stack_dicts([m._prev for m in st.members])
+        self.grad: dict[str, torch.Tensor] = {}
+
+    def observe_grad(self, name: str, g: torch.Tensor) -> None:
+        """The stacked counterpart of :meth:`PathIntegralPenalty.observe_grad`."""
+
+    def after_backward(self):
+        st, lam = self.st, self.st.lam
+        self.grad = {}
+        for n, p in st.params.items():
+            g = p.grad.detach().clone()
+            if self.any:
+                g -= 2 * lam.view(-1, *([1] * (g.dim() - 1))) * self.B[n] * (p.detach() - self.A[n])
+            self.grad[n] = g
+            self.observe_grad(n, g)
+
+    def after_step(self):
+        for n, p in self.st.params.items():
+            now = p.detach()
+            self.omega[n] -= self.grad[n] * (now - self.prev[n])
+            self.prev[n].copy_(now)
+
+    def end(self):
+        st = self.st
+        st.unstack_into(self.omega, [m._omega for m in st.members])
+        st.unstack_into(self.prev, [m._prev for m in st.members])
 
 
 class PathIntegralPenalty(QuadraticPenalty):
@@ -150,3 +204,78 @@ def fisher_diagonal(model: nn.Module, task: Task, n_samples: int) -> dict[str, t
     return per_sample_grad_stat(
         model, task.name, x, y, lambda out, t: F.cross_entropy(out.unsqueeze(0), t.unsqueeze(0)), torch.square
     )
+
+
+def stacked_grad_stat(
+    st,
+    x: torch.Tensor,
+    out_grad: Callable[[torch.Tensor], torch.Tensor],
+    reduce: Callable[[torch.Tensor], torch.Tensor],
+) -> list[dict[str, torch.Tensor]]:
+    """:func:`per_sample_grad_stat` for all lockstep members at once (x [K, N, ...], each member's
+    model through the head of the task it just trained), without materialising per-sample
+    gradients: in a linear layer a sample's gradient is the outer product δ_s a_sᵀ, and square and
+    abs factor over it, so mean_s reduce(δ a)_oi = mean_s reduce(δ)_o reduce(a)_i — one bmm per
+    layer. ``out_grad(logits)`` is ∂ sample_loss / ∂ logits per sample. Per member, in the
+    parameters' own layout."""
+    p = {n: t.detach() for n, t in st.params.items()}
+    h, inputs, outs = x.reshape(st.K, x.shape[1], -1), [], []
+    for w, b in st.body:
+        inputs.append(h)
+        z = torch.baddbmm(p[b].unsqueeze(1), h, p[w]).requires_grad_()
+        outs.append(z)
+        h = torch.relu(z)
+    head_w, head_b = st._head_weights(p)
+    wk, bk = head_w[st._k, st.head], head_b[st._k, st.head]
+    with torch.no_grad():
+        logits = torch.baddbmm(bk.unsqueeze(1), h, wk)
+    # back through the trained head by hand (the other heads get no gradient), autograd for the body
+    delta_out = out_grad(logits)
+    grads_h = torch.bmm(delta_out, wk.transpose(1, 2))
+    deltas = list(torch.autograd.grad(h, outs, grads_h)) if outs else []
+    n = x.shape[1]
+    stats: dict[str, torch.Tensor] = {}
+    for (w, b), a, d in zip(st.body, inputs, deltas, strict=True):
+        stats[w] = torch.bmm(reduce(a).transpose(1, 2), reduce(d)) / n
+        stats[b] = reduce(d).sum(1) / n
+    h = h.detach()
+    hw = torch.bmm(reduce(h).transpose(1, 2), reduce(delta_out)) / n
+    hb = reduce(delta_out).sum(1) / n
+    for j, (w, b) in enumerate(st.heads):
+        mine = (st.head == j).view(-1, 1, 1).to(hw.dtype)
+        stats[w], stats[b] = hw * mine, hb * mine[:, :, 0]
+    per_member: list[dict[str, torch.Tensor]] = [{} for _ in range(st.K)]
+    st.unstack_into(stats, per_member)
+    return per_member
+
+
+class ImportanceLockstep(QuadraticLockstep):
+    """A QuadraticLockstep whose members' importance is computed for all of them at once
+    (:meth:`stacked_importance`) and handed to each member's ordinary ``after_task``."""
+
+    def stacked_importance(self) -> list[dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def end(self):
+        super().end()
+        for m, b in zip(self.st.members, self.stacked_importance(), strict=True):
+            m.importance = lambda model, task, b=b: b  # this member object ends with the task
+
+
+class FisherLockstep(ImportanceLockstep):
+    """:func:`fisher_diagonal` for all members: labels drawn from each member's own predictive
+    distribution with its own random stream (the draws one-at-a-time training would make)."""
+
+    def stacked_importance(self):
+        st = self.st
+        n = st.members[0].fisher_samples
+        x = torch.stack([t.x_train[:n] for t in st.tasks]).to(st.device)
+
+        def out_grad(logits):
+            probs = F.softmax(logits, dim=-1)
+            y = torch.stack(
+                [torch.multinomial(probs[k].cpu(), 1, generator=g).squeeze(1) for k, g in enumerate(st.gens)]
+            ).to(logits.device)
+            return probs - F.one_hot(y, logits.shape[-1]).to(probs.dtype)
+
+        return stacked_grad_stat(st, x, out_grad, torch.square)

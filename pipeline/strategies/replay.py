@@ -9,11 +9,27 @@ Options: ``memory_size`` (total examples kept, default 500), ``batch_size`` (mem
 default: the training batch size).
 """
 
-from pipeline.strategies.memory import ReservoirMemory, WithMemory, mixed_task_loss
+from pipeline.strategies.base import LockstepHooks
+from pipeline.strategies.memory import ReservoirMemory, WithMemory, member_batch, mixed_task_loss
+
+
+class ReplayLockstep(LockstepHooks):
+    def loss(self, x, y):
+        st, batches = self.st, []
+        for m, gen in zip(st.members, st.gens, strict=True):
+            if len(m.memory) == 0:
+                batches.append(None)
+                continue
+            mx, my, mt = m.memory.sample(m.batch_size or y.shape[1], generator=gen)
+            batches.append(member_batch(st, mx, my, m.memory.names, mt, 1.0 / max(1, len(my))))
+        mem = st.memory_loss(batches)
+        base = super().loss(x, y)
+        return base if mem is None else base + st.lam * mem
 
 
 class Replay(WithMemory):
     name = "replay"
+    lockstep = ReplayLockstep
     default_lam = 1.0  # tuned on mixed-mnist (README, "Default λ")
     lam_range = (0.1, 10.0)
 

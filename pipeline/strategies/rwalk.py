@@ -23,11 +23,28 @@ Options: ``fisher_decay`` (β, default 0.9), ``xi`` (damping ξ, default 0.1), `
 import torch
 
 from pipeline.strategies.base import trainable
-from pipeline.strategies.quadratic import PathIntegralPenalty
+from pipeline.strategies.quadratic import PathIntegralLockstep, PathIntegralPenalty
+
+
+class RWalkLockstep(PathIntegralLockstep):
+    """The online Fisher, stacked [K, ...] (β is the same for every member: same options)."""
+
+    def begin(self):
+        super().begin()
+        self.fisher = self.st.stack_dicts([m._fisher for m in self.st.members])
+        self.beta = self.st.members[0].fisher_decay
+
+    def observe_grad(self, name, g):
+        self.fisher[name].mul_(self.beta).add_((1 - self.beta) * g.pow(2))
+
+    def end(self):
+        super().end()
+        self.st.unstack_into(self.fisher, [m._fisher for m in self.st.members])
 
 
 class RWalk(PathIntegralPenalty):
     name = "rwalk"
+    lockstep = RWalkLockstep
     default_lam = 10.0
     lam_range = (0.3, 300.0)
 

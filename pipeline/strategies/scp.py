@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.strategies.base import trainable
-from pipeline.strategies.quadratic import QuadraticPenalty, per_sample_grad_stat
+from pipeline.strategies.quadratic import QuadraticLockstep, QuadraticPenalty, per_sample_grad_stat
 
 
 class SCP(QuadraticPenalty):
     name = "scp"
+    lockstep = QuadraticLockstep
     default_lam = 3.0
     lam_range = (0.1, 100.0)
 

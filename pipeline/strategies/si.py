@@ -13,11 +13,12 @@ Options: ``xi`` (damping ξ, default 0.1).
 """
 
 from pipeline.strategies.base import trainable
-from pipeline.strategies.quadratic import PathIntegralPenalty
+from pipeline.strategies.quadratic import PathIntegralLockstep, PathIntegralPenalty
 
 
 class SI(PathIntegralPenalty):
     name = "si"
+    lockstep = PathIntegralLockstep
     default_lam = 100.0  # tuned on mixed-mnist (README, "Default λ")
     lam_range = (3.0, 3000.0)
 

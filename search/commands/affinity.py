@@ -28,6 +28,9 @@ def affinity(
     ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (HOST:PORT)")] = None,
     data_dir: Annotated[str | None, typer.Option(help="MNIST IDX folder (full MNIST)")] = None,
     top: Annotated[int, typer.Option(help="How many orderings --recommend lists")] = 3,
+    population: Annotated[
+        str, typer.Option(help="Task-trainings a worker runs at once as one stacked model (K), or auto")
+    ] = "auto",
 ) -> None:
     """Measure how tasks help (transfer) or hurt (interference) each other; write the task-affinity
     graph as GraphML + PNG; with --recommend, the ordering the graph scores best."""
@@ -50,6 +53,7 @@ def affinity(
         ray_address=ray_address,
         data_dir=data_dir,
         top=top,
+        population=population,
     )
     prepared = prepare_affinity(req)  # bad input fails here, before the progress bar and Ray start
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -61,4 +65,9 @@ def affinity(
 
         result = run_affinity(req, on_progress, prepared)
     for line in summary_lines(result, recommend):
+        out.print(line, markup=False, highlight=False)
+    from search.commands.search import workers_line
+
+    line = workers_line(result.measurement.workers if result.measurement else [])
+    if line:
         out.print(line, markup=False, highlight=False)

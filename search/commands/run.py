@@ -207,9 +207,10 @@ def run(
 
 def print_seed_mean(results: list, seeds: list[int]) -> dict[str, Any]:
     """The mean R over seeds, the seed-mean metrics (as the search computes them) and each seed's."""
-    from pipeline.trial import mean_rmatrix, seed_metrics
+    from pipeline.rmatrix import RMatrix
+    from search.recording import seed_metrics
 
-    mean = mean_rmatrix([r.rmatrix for r in results])
+    mean = RMatrix.mean([r.rmatrix for r in results])
     print_rmatrix(mean, f"mean R over seeds {','.join(map(str, seeds))}: test accuracy (%)")
     m = seed_metrics([r.rmatrix for r in results])
     each = ", ".join(f"seed {s}: {r.rmatrix.acc() * 100:.2f}" for s, r in zip(seeds, results, strict=True))
@@ -229,7 +230,7 @@ def execute_run(cfg):
     from pipeline.runner import run_ordering
     from pipeline.strategies import make_strategy
     from pipeline.tracking import check_tracking_uri
-    from pipeline.trial import record_seeds, trial_params
+    from search.recording import run_result_record, write
     from tasks.registry import load_pool
 
     make_strategy(cfg.strategy)  # bad strategy/λ/options fail before any data is loaded
@@ -267,10 +268,7 @@ def execute_run(cfg):
             )
     run_id = None
     if cfg.tracking_uri:
-        params = trial_params(the_pool, order, cfg.strategy, cfg.train, seeds[0])
-        params["lambda"] = results[0].strategy.lam
-        if len(seeds) > 1:
-            params["seeds"] = ",".join(map(str, seeds))
         name = f"{cfg.strategy.name} {','.join(order)}"
-        run_id = record_seeds(cfg.tracking_uri, cfg.experiment, name, results, seeds, params)
+        rec = run_result_record(cfg.experiment, name, the_pool, order, cfg.strategy, cfg.train, seeds, results)
+        run_id = write(cfg.tracking_uri, rec)
     return results, run_id

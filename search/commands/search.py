@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
 from typing import Annotated, Any
 
 import typer
@@ -57,17 +59,11 @@ def search(
     seed_from_graph: Annotated[
         bool, typer.Option(help="Measure the task-affinity graph first; try its best orderings first")
     ] = False,
+    population: Annotated[
+        str, typer.Option(help="Task-trainings a worker runs at once as one stacked model (K), or auto")
+    ] = "auto",
 ) -> None:
     """Search task orderings × strategy × λ with Optuna on Ray workers; record every trial in MLflow."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from search.launch import SearchRequest, prepare, run_search
 
     if objective is not None and objective not in ("acc", "bwt", "both"):
@@ -127,36 +123,98 @@ def search(
         order=[s.strip() for s in order.split(",")] if order else None,
         cache_mb=cache_mb,
         seed_from_graph=seed_from_graph,
+        population=population,
     )
     if seed_from_graph:
         err.print("measuring the task-affinity graph (every single task and pair) to seed the study ...")
     prepared = prepare(req)  # every check that can fail does so before the progress bar and Ray start
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=False,
-    ) as progress:
+    with search_progress() as on_progress:
+        the_study, summary, rec = run_search(req, on_progress, prepared)
+    print_search_summary(the_study.study_name, summary, rec, tracking_uri, storage)
+
+
+def progress_text(p: dict) -> str:
+    """``best-ACC Pareto trial #12: ACC 66.9 BWT -2.8, pruned 3``: one trial's OWN ACC and BWT."""
+    parts = []
+    if p["best_acc"] is not None:
+        parts.append(
+            f"{p['best_label']} #{p['best_trial']}: ACC {p['best_acc'] * 100:.1f} BWT {p['best_bwt'] * 100:+.1f}"
+        )
+    if p["pruned"]:
+        parts.append(f"pruned {p['pruned']}")
+    if p["failed"]:
+        parts.append(f"failed {p['failed']}")
+    return ", ".join(parts)
+
+
+class PlainProgress:
+    """Progress for logs (stderr not a terminal: CI, nohup, a pipe): one plain line every
+    ``every`` trials or ``seconds`` seconds, and one at the end."""
+
+    def __init__(self, every: int | None = None, seconds: float = 30.0) -> None:
+        import time
+
+        self.every, self.seconds, self.clock = every, seconds, time.monotonic
+        self.last_done, self.last_time = -1, self.clock()
+        self.last: dict | None = None
+
+    def __call__(self, p: dict) -> None:
+        """``every`` defaults to a tenth of the budget, between 1 and 10 trials."""
+        self.last = p
+        every = self.every or max(1, min(10, p["total"] // 10))
+        if self.last_done < 0 or p["done"] - self.last_done >= every or self.clock() - self.last_time >= self.seconds:
+            self.emit(p)
+
+    def emit(self, p: dict) -> None:
+        total = f"/{p['total']}" if p["total"] < 10**6 else ""
+        extra = progress_text(p)
+        err.print(
+            f"trials {p['done']}{total} after {p.get('elapsed', 0):.0f} s" + (f" ({extra})" if extra else ""),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        self.last_done, self.last_time = p["done"], self.clock()
+
+    def close(self) -> None:
+        if self.last is not None and self.last["done"] != self.last_done:
+            self.emit(self.last)
+
+
+@contextlib.contextmanager
+def search_progress():
+    """A progress bar on a terminal; plain periodic lines otherwise (see :class:`PlainProgress`)."""
+    if not err.is_terminal:
+        plain = PlainProgress()
+        try:
+            yield plain
+        finally:
+            plain.close()
+        return
+    from rich import progress as rp
+
+    columns = (rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeElapsedColumn())
+    eta = (rp.TextColumn("ETA"), rp.TimeRemainingColumn())
+    with rp.Progress(*columns, *eta, console=err, transient=False) as progress:
         bar = progress.add_task("trials", total=None)
 
         def on_progress(p: dict) -> None:
-            best = ""
-            if p["best_acc"] is not None:
-                best = f"best ACC {p['best_acc'] * 100:.1f} BWT {p['best_bwt'] * 100:+.1f}"
+            extra = progress_text(p)
             total = p["total"] if p["total"] < 10**6 else None
-            progress.update(
-                bar,
-                completed=p["done"],
-                total=total,
-                description=f"trials ({best}{', pruned ' + str(p['pruned']) if p['pruned'] else ''})",
-            )
+            desc = f"trials ({extra})" if extra else "trials"
+            progress.update(bar, completed=p["done"], total=total, description=desc)
 
-        the_study, summary, rec = run_search(req, on_progress, prepared)
-    print_search_summary(the_study.study_name, summary, rec, tracking_uri, storage)
+        yield on_progress
+
+
+def workers_line(infos: list[dict]) -> str | None:
+    """Which device and population K ran, and whether K was reduced to fit memory."""
+    if not infos:
+        return None
+    kinds = Counter((str(i.get("device", "?")), int(i.get("population", 1))) for i in infos)
+    ran = ", ".join(f"{n} on {d} with K={k}" for (d, k), n in sorted(kinds.items()))
+    notes = sorted({str(i["population_note"]) for i in infos if "reduced" in str(i.get("population_note", ""))})
+    return f"workers: {ran} (K = task-trainings trained at once)" + (f"; {notes[0]}" if notes else "")
 
 
 def print_search_summary(name: str, summary, rec: dict | None, tracking_uri: str, storage: str) -> None:
@@ -176,6 +234,18 @@ def print_search_summary(name: str, summary, rec: dict | None, tracking_uri: str
         out.print(
             f"task-trainings: {s.trained} run, {s.reused} reused from the prefix cache "
             f"({s.reused / total * 100:.0f}% saved), {s.saved_by_pruning} skipped by pruning"
+            + (f"; {s.rebuilt} more rebuilt a prefix on another worker" if s.rebuilt else "")
+        )
+    line = workers_line(s.workers)
+    if line:
+        out.print(line, markup=False, highlight=False)
+    if s.timing:
+        t = s.timing
+        out.print(
+            f"driver time: ask {t.get('ask', 0):.1f} s, tell {t.get('tell', 0):.1f} s, waiting for workers "
+            f"{t.get('wait', 0):.1f} s; recording {t.get('record', 0):.1f} s on its own thread",
+            markup=False,
+            highlight=False,
         )
     for f in s.failures[:5]:
         out.print(f"  failed: {f}", markup=False)

@@ -56,9 +56,9 @@ def ui_store(study: str | None, storage: str, tracking_uri: str | None) -> str:
 def study_runs_url(uri: str, study: str, host: str, port: int) -> str:
     """The UI page listing a study's runs. MLflow 3 opens on its GenAI view unless asked for the
     model-training one (``workflowType=machine_learning``), where runs are."""
-    from mlflow.tracking import MlflowClient
+    from pipeline.tracking import client
 
-    exp = MlflowClient(uri).get_experiment_by_name(study)
+    exp = client(uri).get_experiment_by_name(study)
     page = f"#/experiments/{exp.experiment_id}/runs" if exp is not None else "#/experiments"
     return f"http://{host}:{port}/{page}?workflowType=machine_learning"
 

@@ -1,0 +1,392 @@
+"""The one scheduler: units of work (task-trainings over the prefix tree) → Ray worker actors.
+
+Search trials, ``--exhaustive`` enumeration and affinity measurement all hand this module *units*
+(pipeline/units.py: train ``order[-1]`` from the state after ``order[:-1]``) on behalf of *jobs*
+(any hashable owner: a trial, an affinity seed). The scheduler
+
+* keeps one table of units: a unit asked for by several jobs is trained once (the others wait on
+  it), a unit already trained is answered from the table, and a unit whose parent prefix is still
+  being trained waits for it instead of training it a second time elsewhere;
+* gives a free worker up to K ready units per call (K = the worker's population: lockstep
+  members): first the units whose prefix it holds longest, deepest first (so caches stay bounded:
+  the tree is walked depth-first-ish, not level by level, and siblings go out together), then a
+  fair share of units nobody holds; a unit whose prefix another worker holds waits for that worker
+  unless that worker has a backlog of two or more (then the idle one steals the shallowest);
+* replaces a lost worker (process or node) and retries its units: a job is retried at most
+  ``max_retries`` times, then failed with the reason; the units of a lost batch are sent alone
+  from then on, so one unit that kills its worker does not take its batch-mates down with it; a
+  unit's own error fails its jobs.
+
+It never blocks on one worker: :meth:`Scheduler.poll` waits on all calls in flight at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.units import Unit
+from pipeline.workers import TrialWorker
+from tasks.errors import LLLError
+
+UnitKey = tuple  # (strategy_json, train_json, seed, order)
+BOOT_GRACE = 30.0  # seconds to wait for every worker to boot before the first dispatch
+
+
+def unit_key(u: Unit, order: tuple[str, ...] | None = None) -> UnitKey:
+    return (u.strategy_json, u.train_json, u.seed, u.order if order is None else order)
+
+
+def parent_key(u: Unit) -> UnitKey | None:
+    return unit_key(u, u.order[:-1]) if len(u.order) > 1 else None
+
+
+@dataclass
+class WorkerSpec:
+    """How to start a worker actor (the arguments of :class:`pipeline.workers.TrialWorker`)."""
+
+    pool_spec_json: str
+    data_dir: str | None = None
+    download: bool = False
+    cache_bytes: int = 1 << 30
+    cpus: float = 1.0
+    gpus: float = 0.0
+    population: int | str = "auto"
+
+    def start(self) -> Any:
+        import ray
+
+        remote = ray.remote(TrialWorker).options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0)
+        threads = max(1, math.floor(self.cpus))
+        return remote.remote(
+            self.pool_spec_json, self.data_dir, self.download, self.cache_bytes, threads, population=self.population
+        )
+
+
+@dataclass
+class Slot:
+    """One worker actor: where it runs (``info``, None while it boots), what it is training, and
+    which prefixes it holds (claimed when dispatched, so other workers keep off them)."""
+
+    actor: Any
+    info: dict[str, Any] | None = None
+    batch: list[Unit] | None = None
+    held: set[UnitKey] = field(default_factory=set)
+
+    @property
+    def population(self) -> int:
+        return max(1, int((self.info or {}).get("population", 1)))
+
+    def held_len(self, u: Unit) -> int:
+        """Length of the longest prefix of ``u``'s parent this worker holds."""
+        for i in range(len(u.order) - 1, 0, -1):
+            if unit_key(u, u.order[:i]) in self.held:
+                return i
+        return 0
+
+
+@dataclass
+class Pending:
+    """A unit somebody waits for: who (job → wants a checkpoint), and how many tries it took."""
+
+    unit: Unit
+    waiters: dict[Hashable, bool] = field(default_factory=dict)
+    seq: int = 0  # submission order, the last tie-break
+    solo: bool = False  # was in a batch whose worker died: sent alone from now on, to find the culprit
+
+
+@dataclass
+class Event:
+    """What :meth:`Scheduler.poll` reports: ``result`` (the worker's dict) or ``failure`` (reason)."""
+
+    job: Hashable
+    unit: Unit
+    result: dict[str, Any] | None = None
+    failure: str | None = None
+    node: dict[str, Any] = field(default_factory=dict)  # the worker's info (node id/IP, device)
+
+
+LOST = (
+    "RayActorError",
+    "WorkerCrashedError",
+    "ObjectLostError",
+    "OwnerDiedError",
+    "ActorDiedError",
+    "ActorUnavailableError",
+    "NodeDiedError",
+)
+
+
+class UnitTable:
+    """Every unit somebody asked for: queued (``ready``), waiting for its parent (``blocked``),
+    in flight, or finished (``memo``); and the :class:`Event` s for the jobs that wait on them."""
+
+    def __init__(self, memo: bool = True) -> None:
+        self.memo_on = memo
+        self.pending: dict[UnitKey, Pending] = {}  # asked for, not finished (queued or in flight)
+        self.ready: dict[UnitKey, Pending] = {}  # dispatchable now
+        self.blocked: dict[UnitKey, list[UnitKey]] = {}  # parent key → children waiting for it
+        self.memo: dict[UnitKey, dict[str, Any]] = {}  # finished units (without checkpoint bytes)
+        self.attempts: dict[Hashable, int] = {}  # job → workers lost while it was in flight
+        self.events: list[Event] = []
+        self.seq = 0
+
+    def submit(self, unit: Unit, job: Hashable) -> None:
+        """``job`` needs ``unit``'s result; it comes back as an :class:`Event`."""
+        key = unit_key(unit)
+        done = self.memo.get(key)
+        if done is not None and (not unit.keep_checkpoint or done.get("checkpoint") is not None):
+            self.events.append(Event(job, unit, {**done, "trained": 0, "reused": 1, "seconds": 0.0}))
+            return
+        p = self.pending.get(key) if self.memo_on else None
+        if p is not None:
+            p.waiters[job] = p.waiters.get(job, False) or unit.keep_checkpoint
+            return
+        self.seq += 1
+        p = Pending(unit, {job: unit.keep_checkpoint}, self.seq)
+        if not self.memo_on:  # every submission is its own unit (prefix cache off)
+            key = (*key, self.seq)
+        self.pending[key] = p
+        parent = parent_key(unit)
+        if self.memo_on and parent is not None and parent in self.pending:
+            self.blocked.setdefault(parent, []).append(key)
+        else:
+            self.ready[key] = p
+
+    def cancel(self, job: Hashable) -> None:
+        """Forget ``job``: its queued units are dropped unless another job waits for them."""
+        for key, p in list(self.ready.items()):
+            p.waiters.pop(job, None)
+            if not p.waiters:
+                del self.ready[key]
+                self.pending.pop(key, None)
+                self._release_children(key)
+        self.events = [e for e in self.events if e.job != job]
+
+    def cached_len(self, unit: Unit) -> int:
+        """How many tasks of ``unit``'s ordering are already trained (answered without training)."""
+        n = 0
+        while n < len(unit.order) and unit_key(unit, unit.order[: n + 1]) in self.memo:
+            n += 1
+        return n
+
+    def take_events(self) -> list[Event]:
+        """What finished since the last call."""
+        out, self.events = self.events, []
+        return out
+
+    def finished(self, key: UnitKey, res: dict[str, Any], node: dict[str, Any]) -> None:
+        """A worker's answer for one unit: an event for every job waiting on it. The first waiter
+        is credited with the training; the others got it for free (``trained`` 0, ``reused`` 1)."""
+        p = self.pending.pop(key)
+        if res.get("error"):
+            self.failed(key, p, str(res["error"]), node)
+            return
+        ckpt = res.get("checkpoint")
+        if self.memo_on:
+            self.memo[key] = {**res, "checkpoint": None}
+        shared = {**res, "trained": 0, "reused": 1, "seconds": 0.0}
+        for n, (job, wants) in enumerate(p.waiters.items()):
+            if wants and ckpt is None:  # joined after it was sent: ask again (the worker's cache answers)
+                self.submit(dataclasses.replace(p.unit, keep_checkpoint=True), job)
+                continue
+            got = {**(res if n == 0 else shared), "checkpoint": ckpt if wants else None}
+            self.events.append(Event(job, p.unit, got, None, node))
+        self._release_children(key)
+
+    def failed(self, key: UnitKey, p: Pending, reason: str, node: dict[str, Any]) -> None:
+        for job in p.waiters:
+            self.events.append(Event(job, p.unit, None, reason, node))
+        self._release_children(key)
+
+    def lost(self, key: UnitKey, why: str, max_retries: int) -> int:
+        """The unit's worker died: charge each waiting job one attempt, fail those past
+        ``max_retries``, queue the unit again (alone from now on) for the rest; returns the retries."""
+        p = self.pending[key]
+        p.solo = True
+        retries = 0
+        for job in list(p.waiters):
+            n = self.attempts[job] = self.attempts.get(job, 0) + 1
+            if n > max_retries:
+                del p.waiters[job]
+                reason = f"worker lost {n} times ({why}); gave up after {max_retries} retries"
+                self.events.append(Event(job, p.unit, None, reason, {}))
+            else:
+                retries += 1
+        if p.waiters:
+            self.ready[key] = p
+        else:
+            del self.pending[key]
+            self._release_children(key)
+        return retries
+
+    def _release_children(self, key: UnitKey) -> None:
+        for child in self.blocked.pop(key, []):
+            if child in self.pending:
+                self.ready[child] = self.pending[child]
+
+
+class Scheduler:
+    """Units → workers. ``submit`` what jobs need; ``poll`` for what finished; ``close`` at the end."""
+
+    def __init__(self, spec: WorkerSpec, workers: int, max_retries: int = 2, memo: bool = True) -> None:
+        self.spec, self.n_workers, self.max_retries = spec, workers, max_retries
+        self.table = UnitTable(memo)
+        self.slots: list[Slot] = []
+        self.inflight: dict[Any, tuple[int, str]] = {}  # ray future → (slot index, "info" | "units")
+        self.batch_keys: dict[int, list[UnitKey]] = {}  # slot index → keys of the units it trains
+        self.retried = 0
+        self.deaths_in_a_row = 0
+        self.started = time.monotonic()
+        self.turn = 0
+
+    # ---- workers -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.started = time.monotonic()
+        for _ in range(self.n_workers):
+            self.slots.append(Slot(self.spec.start()))
+            self._boot(len(self.slots) - 1)
+
+    def _boot(self, idx: int) -> None:
+        self.inflight[self.slots[idx].actor.info.remote()] = (idx, "info")
+
+    def infos(self) -> list[dict[str, Any]]:
+        return [s.info for s in self.slots if s.info is not None]
+
+    def close(self) -> None:
+        import ray
+
+        for slot in self.slots:
+            with contextlib.suppress(Exception):
+                ray.kill(slot.actor, no_restart=True)
+        self.slots, self.inflight = [], {}
+
+    def submit(self, unit: Unit, job: Hashable) -> None:
+        """``job`` needs ``unit``'s result; it comes back as an :class:`Event` from :meth:`poll`."""
+        self.table.submit(unit, job)
+
+    def cancel(self, job: Hashable) -> None:
+        self.table.cancel(job)
+
+    # ---- dispatch ----------------------------------------------------------------------------
+    def pick(self, idx: int) -> list[UnitKey]:
+        """The ready units worker ``idx`` should train next (empty: nothing it should take now).
+
+        1. Units whose prefix this worker holds longest (it holds more of it than any other
+           worker), deepest first — depth-first keeps caches bounded — up to K;
+        2. then units nobody holds (new trials, the tree's first level); 1 and 2 together at most
+           a fair share of the ready units when other workers are idle too.
+        3. Nothing of its own: steal from a busy worker's backlog only when that backlog has at
+           least two units (siblings with the shallowest prefix first: the cheapest to rebuild);
+           a lone unit, or one an idle worker holds, waits for the worker that holds its prefix.
+        """
+        slot = self.slots[idx]
+        k = slot.population
+        mine, unheld, others_ = [], [], []
+        for key, p in self.table.ready.items():
+            here = slot.held_len(p.unit)
+            others = [(s.held_len(p.unit), s) for s in self.slots if s is not slot]
+            there, holder = max(others, key=lambda t: t[0], default=(0, None))
+            if here > 0 and here >= there:
+                mine.append((-here, -len(p.unit.order), p.seq, key))
+            elif here == 0 and there == 0:
+                unheld.append((p.seq, key))
+            elif holder is not None and holder.batch is not None:  # only a busy worker's backlog is stolen
+                others_.append((len(p.unit.order), p.seq, key))
+        idle = sum(1 for s in self.slots if s.batch is None)  # this one included
+        cap = min(k, -(-len(self.table.ready) // max(1, idle)))  # leave idle workers their share
+        batch = [key for *_, key in sorted(mine)[:cap]]
+        batch += [key for _, key in sorted(unheld)[: cap - len(batch)]]
+        if not batch and len(others_) >= 2:
+            batch = [key for *_, key in sorted(others_)[: min(k, len(others_) // 2)]]
+        solo = [key for key in batch if self.table.ready[key].solo]
+        return solo[:1] or batch
+
+    def dispatch(self) -> None:
+        """Give every idle, booted worker its next batch. Nothing goes out until every worker has
+        booted (or BOOT_GRACE seconds passed): the first to boot would otherwise take a short
+        search alone while a remote node still loads its pool."""
+        if any(s.info is None for s in self.slots) and time.monotonic() - self.started < BOOT_GRACE:
+            return
+        n = len(self.slots)
+        self.turn += 1  # idle workers take turns at going first, so ties spread over workers
+        for idx in ((self.turn + i) % n for i in range(n)):
+            slot = self.slots[idx]
+            if slot.info is None or slot.batch is not None:
+                continue
+            keys = self.pick(idx)
+            if not keys:
+                continue
+            units = []
+            for key in keys:
+                p = self.table.ready.pop(key)
+                keep = any(p.waiters.values())
+                units.append(Unit(p.unit.order, p.unit.strategy_json, p.unit.train_json, p.unit.seed, keep))
+                slot.held.update(unit_key(p.unit, p.unit.order[:i]) for i in range(1, len(p.unit.order) + 1))
+            slot.batch = units
+            self.inflight[slot.actor.train_units.remote(units)] = (idx, "units")
+            self.batch_keys[idx] = keys
+
+    # ---- results out -------------------------------------------------------------------------
+    def poll(self, timeout: float = 1.0) -> list[Event]:
+        """Dispatch, wait up to ``timeout`` s for any worker call, and return what finished."""
+        import ray
+
+        self.dispatch()
+        if not self.table.events and self.inflight:
+            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
+            for fut in ready:
+                idx, kind = self.inflight.pop(fut)
+                try:
+                    res = ray.get(fut)
+                except Exception as exc:
+                    self._call_failed(idx, kind, exc)
+                    continue
+                self.deaths_in_a_row = 0
+                if kind == "info":
+                    self.slots[idx].info = res
+                else:
+                    self._finished(idx, res)
+            self.dispatch()
+        return self.table.take_events()
+
+    def _finished(self, idx: int, results: list[dict[str, Any]]) -> None:
+        slot = self.slots[idx]
+        keys = self.batch_keys.pop(idx)
+        slot.batch = None
+        for key, res in zip(keys, results, strict=True):
+            self.table.finished(key, res, slot.info or {})
+
+    def _call_failed(self, idx: int, kind: str, exc: BaseException) -> None:
+        """A call raised: a lost worker (replace it, retry its units) or a bug in the call (fail them)."""
+        import ray
+
+        slot = self.slots[idx]
+        keys = self.batch_keys.pop(idx, []) if kind == "units" else []
+        cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None else exc
+        lost = type(exc).__name__ in LOST or isinstance(exc, ray.exceptions.RayActorError)
+        if not lost:
+            slot.batch = None
+            reason = f"{type(cause).__name__}: {str(cause)[:500]}"
+            for key in keys:
+                self.table.failed(key, self.table.pending.pop(key), reason, slot.info or {})
+            return
+        self.deaths_in_a_row += 1
+        if self.deaths_in_a_row > self.n_workers * (self.max_retries + 2):
+            raise LLLError(
+                f"workers keep dying ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+                "check the workers' logs (ray logs) and the pool's data dir on every node"
+            )
+        with contextlib.suppress(Exception):
+            ray.kill(slot.actor, no_restart=True)
+        self.inflight = {f: v for f, v in self.inflight.items() if v[0] != idx}
+        self.slots[idx] = Slot(self.spec.start())
+        self._boot(idx)
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        for key in keys:
+            self.retried += self.table.lost(key, why, self.max_retries)
