@@ -105,14 +105,14 @@ def measure(spec: str, strategy: str, population: int, threads: int, procs: int,
     }
 
 
-def throughput(quick: bool, save=lambda partial: None) -> dict:
+def throughput(quick: bool, save=lambda partial: None, strategies: list[str] = STRATEGIES) -> dict:
     """Per strategy, one-at-a-time vs lockstep; ``save(partial)`` after each strategy (a run cut
     short still leaves its numbers)."""
     spec = pool_json()
     ks = [1, 8, 32] if quick else KS
     n_one = 4 if quick else 8
     out: dict = {}
-    for strategy in STRATEGIES:
+    for strategy in strategies:
         rows: dict = {}
         rows["one_at_a_time_1thread"] = measure(spec, strategy, 1, 1, 1, n_one)
         for k in ks:
@@ -207,6 +207,7 @@ def main() -> None:
     ap.add_argument("--agreement-only", action="store_true", help="only the agreement measurement")
     ap.add_argument("--seeds", type=int, default=3, help="seeds for --agreement")
     ap.add_argument("--e2e", action="store_true", help="also the end-to-end search (scheduler's half)")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES), help="throughput for these (comma-separated)")
     ap.add_argument("--out", default="bench/out/population.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -225,7 +226,7 @@ def main() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(record, indent=2))
 
-        save(throughput(args.quick, save))
+        save(throughput(args.quick, save, args.strategies.split(",")))
     if args.agreement or args.agreement_only:
         record["agreement"] = agreement(args.seeds, None)
     if args.e2e:
