@@ -12,22 +12,21 @@ import numpy as np
 import pytest
 
 import pipeline.lockstep as lockstep
-from pipeline.config import StrategyConfig, TrainConfig
+from pipeline.config import StrategyConfig
 from pipeline.lockstep import choose_population, parse_population
 from pipeline.units import Unit
 from pipeline.workers import TrialWorker
 from tasks.errors import LLLError
 from tasks.pool import TaskPool
-from tests.conftest import TINY_POOL
+from tests.test_units import SMALL_POOL, SMALL_TRAIN
 
 LOCKSTEP = ["naive", "joint", "l2", "ewc", "online-ewc", "si", "mas", "rwalk", "agem", "replay", "lwf"]
-TRAIN = TrainConfig(epochs=2, hidden=(32, 32), lr=0.05, batch_size=16)
-SMALL = {**TINY_POOL, "name": "small", "train_per_task": 120, "test_per_task": 100}
+TRAIN = SMALL_TRAIN
 
 
 @pytest.fixture(scope="module")
 def spec() -> str:
-    return json.dumps(SMALL)
+    return json.dumps(SMALL_POOL)
 
 
 @pytest.fixture(scope="module")

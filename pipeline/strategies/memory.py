@@ -61,12 +61,23 @@ class EpisodicMemory:
     def sample_all(
         self, n: int, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A batch drawn uniformly from the union of all tasks' examples."""
-        xs = torch.cat([x for x, _ in self.data.values()])
-        ys = torch.cat([y for _, y in self.data.values()])
-        ts = torch.cat([torch.full((len(y),), k, device=y.device) for k, (_, y) in enumerate(self.data.values())])
-        idx = draw(len(ys), min(n, len(ys)), ys.device, generator)
-        return xs[idx], ys[idx], ts[idx]
+        """A batch drawn uniformly from the union of all tasks' examples (indices into their
+        concatenation, gathered per task: the same draw without copying every memory each step)."""
+        sizes = torch.tensor([len(y) for _, y in self.data.values()])
+        total = int(sizes.sum())
+        first = next(iter(self.data.values()))[1]
+        idx = draw(total, min(n, total), first.device, generator)
+        ends = torch.cumsum(sizes, 0).to(idx.device)
+        ts = torch.bucketize(idx, ends, right=True)
+        offset = idx - torch.cat([ends.new_zeros(1), ends[:-1]])[ts]
+        parts = list(self.data.values())
+        x_out = torch.empty((len(idx), *parts[0][0].shape[1:]), dtype=parts[0][0].dtype, device=first.device)
+        y_out = torch.empty(len(idx), dtype=first.dtype, device=first.device)
+        for k, (x, y) in enumerate(parts):
+            m = ts == k
+            if bool(m.any()):
+                x_out[m], y_out[m] = x[offset[m]], y[offset[m]]
+        return x_out, y_out, ts
 
     def state(self) -> dict:
         return {
