@@ -20,7 +20,15 @@ from search.driver import Progress, SearchConfig, SearchDriver, SearchSummary
 from search.recommend import recommendation
 from search.report import acc_distribution_plot, pareto_plot
 from search.space import SearchSpace
-from search.study import DEFAULT_STORAGE, create_study, load_study, open_storage, study_settings
+from search.study import (
+    DEFAULT_SAMPLER,
+    DEFAULT_STORAGE,
+    check_sampler,
+    create_study,
+    load_study,
+    open_storage,
+    study_settings,
+)
 from tasks.errors import LLLError
 from tasks.registry import load_pool
 
@@ -58,6 +66,7 @@ class SearchRequest:
     test_per_task: int | None = None
     order: list[str] | None = None
     seed_from_graph: bool = False  # enqueue the affinity graph's best orderings first (new study)
+    sampler: str | None = None  # model | tpe | random (None: DEFAULT_SAMPLER; on --resume: as stored)
 
 
 DEFAULT_STRATEGIES = ["ewc", "si", "agem"]
@@ -70,7 +79,7 @@ def _settings_for_new(req: SearchRequest, pool) -> dict[str, Any]:
     tasks = pool.names
     if req.exhaustive:
         if len(tasks) > 7:
-            raise LLLError(f"--exhaustive enumerates every ordering; pool {pool.name!r} has {len(tasks)} tasks (max 7)")
+            raise LLLError(exhaustive_too_large(pool.name, len(tasks), req.seeds or DEFAULT_SEEDS))
         if len(strategies) != 1:
             raise LLLError("--exhaustive needs exactly one strategy, e.g. --strategies ewc (λ fixed by --lambda)")
     return {
@@ -82,6 +91,7 @@ def _settings_for_new(req: SearchRequest, pool) -> dict[str, Any]:
         "lambda": req.lam,
         "options": req.options or {},
         "objective": req.objective or "acc",
+        "sampler": check_sampler(req.sampler or DEFAULT_SAMPLER, req.objective or "acc"),
         "seeds": req.seeds or DEFAULT_SEEDS,
         "seed": req.seed or 0,
         "train": TrainConfig(**(req.train or {})).model_dump(mode="json"),
@@ -100,6 +110,17 @@ def _settings_for_new(req: SearchRequest, pool) -> dict[str, Any]:
     }
 
 
+def exhaustive_too_large(pool: str, t: int, seeds: int) -> str:
+    """The --exhaustive refusal, with what enumerating would cost (prefix tree: Σ_k T!/(T−k)!)."""
+    orders = math.factorial(t)
+    trainings = sum(math.factorial(t) // math.factorial(t - k) for k in range(1, t + 1))
+    return (
+        f"--exhaustive on pool {pool!r} ({t} tasks) would train {orders:,} orderings = {trainings:,} task-trainings "
+        f"per seed through the prefix cache (× {seeds} seeds); enumeration stops at 7 tasks — search instead "
+        "(drop --exhaustive; --sampler model)"
+    )
+
+
 def default_study_name(pool: str) -> str:
     return f"{Path(pool).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -116,6 +137,9 @@ def prepare(req: SearchRequest):
             raise LLLError("--resume needs --study NAME (the study to continue)")
         study = load_study(req.study, storage)
         settings = study_settings(study)
+        stored = settings.get("sampler", "tpe")
+        if req.sampler is not None and req.sampler != stored:
+            raise LLLError(f"study {req.study!r} searches with --sampler {stored}; resume it without --sampler")
         if req.trials is not None:
             settings["trials"] = req.trials
         uri = req.tracking_uri
@@ -153,7 +177,7 @@ def prepare(req: SearchRequest):
         connect(req.ray_address)  # Ray up (or the cluster joined) before the study exists
         study = create_study(name, storage, settings)
         if req.seed_from_graph:
-            from search.affinity_runs import seed_study_from_graph
+            from search.graph_seed import seed_study_from_graph
 
             seed_study_from_graph(study, settings, req.workers, req.ray_address, req.download)
     if uri:

@@ -56,6 +56,9 @@ def search(
     seed_from_graph: Annotated[
         bool, typer.Option(help="Measure the task-affinity graph first; try its best orderings first")
     ] = False,
+    sampler: Annotated[
+        str | None, typer.Option(help="model (GP over orderings) | tpe | random [default: model; resume: stored]")
+    ] = None,
 ) -> None:
     """Search task orderings × strategy × λ with Optuna on Ray workers; record every trial in MLflow."""
     from rich.progress import (
@@ -71,6 +74,10 @@ def search(
 
     if objective is not None and objective not in ("acc", "bwt", "both"):
         raise LLLError(f"--objective {objective!r} is not one of acc, bwt, both")
+    if sampler is not None:
+        from search.study import check_sampler
+
+        check_sampler(sampler, objective or "acc")
     if checkpoints is not None and checkpoints not in ("all", "final", "none"):
         raise LLLError(f"--checkpoints {checkpoints!r} is not one of all, final, none")
     if trials is not None and trials < 1:
@@ -118,6 +125,7 @@ def search(
         order=[s.strip() for s in order.split(",")] if order else None,
         cache_mb=cache_mb,
         seed_from_graph=seed_from_graph,
+        sampler=sampler,
     )
     if seed_from_graph:
         err.print("measuring the task-affinity graph (every single task and pair) to seed the study ...")
