@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
         got = truth_for(doc, strategy)
         if got is None:
             details["per_strategy"][strategy] = {"missing": "the ground truth holds no run of this strategy"}
+            for key in result:  # the keys stay, with null: not measured
+                result[key][strategy] = None
             print(f"{strategy}: no ground truth, skipped", flush=True)
             continue
         acc, seeds, rows = got
