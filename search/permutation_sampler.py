@@ -18,6 +18,7 @@ already finished, failed or pending is proposed again. The first ``n_startup`` o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -151,6 +152,8 @@ class PermutationSampler(optuna.samplers.BaseSampler):
         return np.array([pos[a] for a in order], dtype=np.int64)
 
     def _random(self, rng: np.random.Generator, blocked: set) -> list[str]:
+        if len(blocked) >= math.factorial(len(self.tasks)):  # every ordering tried: repeat one
+            return [self.tasks[i] for i in rng.permutation(len(self.tasks))]
         for _ in range(10_000):
             order = [self.tasks[i] for i in rng.permutation(len(self.tasks))]
             if tuple(order) not in blocked:
