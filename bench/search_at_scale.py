@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="synthetic 6-task ground truth, 3 reps")
+    ap.add_argument("--strategies", default="naive,ewc")
     ap.add_argument("--out", type=Path, default=OUT / "search_at_scale.json")
     args = ap.parse_args(argv)
     if args.quick:
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     kinds = [k for k in args.kinds.split(",") if k]
     result = {"trials_to_top1pct": {}, "rank_of_pick": {}, "spearman_oos_30": {}}
     details: dict = {"reps": args.reps, "cap": args.cap, "top": args.top, "per_strategy": {}}
-    for strategy in ("naive", "ewc"):
+    for strategy in args.strategies.split(","):
         t0 = time.perf_counter()
         got = truth_for(doc, strategy)
         if got is None:
