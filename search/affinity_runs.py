@@ -35,7 +35,6 @@ from search.affinity import (
 )
 from tasks.errors import LLLError
 
-SEED_ORDERINGS = 3  # graph orderings enqueued by `lll search --seed-from-graph`
 Progress = Callable[[int, int, str], None]  # (task-trainings done, total, what)
 
 
@@ -385,53 +384,6 @@ def enqueue_orderings(study: Any, settings: dict[str, Any], orders: list[list[st
     )
     for order in orders:
         study.enqueue_trial(space.trial_params(order, settings["strategies"][0], settings.get("lambda")))
-
-
-def seed_study_from_graph(
-    study: Any,
-    settings: dict[str, Any],
-    workers: int | None = None,
-    ray_address: str | None = None,
-    download: bool = False,
-    k: int = SEED_ORDERINGS,
-    progress: Progress | None = None,
-    population: int | str = "auto",
-) -> list[tuple[list[str], float]]:
-    """Measure the affinity graph of a new study's pool with its first strategy, training config
-    and base seed (one seed: T² task-trainings), enqueue the ``k`` best-scoring orderings (default
-    weights: a new study has no trials to fit them to) as its first trials, and keep the orderings
-    and the measured evidence in the study's user attributes. Returns the orderings and scores."""
-    name = settings["strategies"][0]
-    cfg = StrategyConfig(name=name, lam=settings.get("lambda"), options=(settings.get("options") or {}).get(name, {}))
-    try:
-        meas = measure_affinity(
-            settings["pool_spec"],
-            list(settings["tasks"]),
-            cfg,
-            TrainConfig(**settings["train"]),
-            [int(settings.get("seed", 0))],
-            workers,
-            settings.get("data_dir"),
-            download,
-            ray_address,
-            progress=progress,
-            population=population,
-        )
-    except BaseException:  # the study was created for this search a moment ago: do not leave it empty
-        import optuna
-
-        optuna.delete_study(study_name=study.study_name, storage=study._storage)
-        raise
-    evidence = meas.evidence()
-    graph = build_graph(settings["tasks"], evidence)
-    orderings, _method = best_orderings(graph, k=k)
-    enqueue_orderings(study, settings, [o for o, _ in orderings])
-    study.set_user_attr("graph_orderings", [{"order": o, "score": s} for o, s in orderings])
-    study.set_user_attr(
-        "affinity_evidence",
-        {"strategy": cfg.model_dump(mode="json"), "seeds": meas.seeds, "evidence": evidence.to_dict()},
-    )
-    return orderings
 
 
 def summary_lines(res: AffinityResult, recommend: bool) -> list[str]:

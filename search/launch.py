@@ -17,7 +17,15 @@ from search.driver import Progress, SearchConfig, SearchDriver
 from search.recommend import recommendation
 from search.recording import close_parent_run, open_parent_run
 from search.space import SearchSpace
-from search.study import DEFAULT_STORAGE, create_study, load_study, open_storage, study_settings
+from search.study import (
+    DEFAULT_SAMPLER,
+    DEFAULT_STORAGE,
+    check_sampler,
+    create_study,
+    load_study,
+    open_storage,
+    study_settings,
+)
 from tasks.errors import LLLError
 from tasks.registry import load_pool
 
@@ -56,6 +64,7 @@ class SearchRequest:
     order: list[str] | None = None
     seed_from_graph: bool = False  # enqueue the affinity graph's best orderings first (new study)
     population: int | str = "auto"  # units a worker trains at once (lockstep K); not stored in the study
+    sampler: str | None = None  # model | tpe | random (None: DEFAULT_SAMPLER; on --resume: as stored)
 
 
 DEFAULT_STRATEGIES = ["ewc", "si", "agem"]
@@ -68,7 +77,7 @@ def _settings_for_new(req: SearchRequest, pool) -> dict[str, Any]:
     tasks = pool.names
     if req.exhaustive:
         if len(tasks) > 7:
-            raise LLLError(f"--exhaustive enumerates every ordering; pool {pool.name!r} has {len(tasks)} tasks (max 7)")
+            raise LLLError(exhaustive_too_large(pool.name, len(tasks), req.seeds or DEFAULT_SEEDS))
         if len(strategies) != 1:
             raise LLLError("--exhaustive needs exactly one strategy, e.g. --strategies ewc (λ fixed by --lambda)")
     return {
@@ -80,6 +89,7 @@ def _settings_for_new(req: SearchRequest, pool) -> dict[str, Any]:
         "lambda": req.lam,
         "options": req.options or {},
         "objective": req.objective or "acc",
+        "sampler": check_sampler(req.sampler or DEFAULT_SAMPLER, req.objective or "acc"),
         "seeds": req.seeds or DEFAULT_SEEDS,
         "seed": req.seed or 0,
         "train": TrainConfig(**(req.train or {})).model_dump(mode="json"),
@@ -96,6 +106,17 @@ def _settings_for_new(req: SearchRequest, pool) -> dict[str, Any]:
         "tracking_uri": tracking.mask_url(req.tracking_uri) if req.tracking_uri else None,
         "tracking_uri_masked": bool(req.tracking_uri and tracking.mask_url(req.tracking_uri) != req.tracking_uri),
     }
+
+
+def exhaustive_too_large(pool: str, t: int, seeds: int) -> str:
+    """The --exhaustive refusal, with what enumerating would cost (prefix tree: Σ_k T!/(T−k)!)."""
+    orders = math.factorial(t)
+    trainings = sum(math.factorial(t) // math.factorial(t - k) for k in range(1, t + 1))
+    return (
+        f"--exhaustive on pool {pool!r} ({t} tasks) would train {orders:,} orderings = {trainings:,} task-trainings "
+        f"per seed through the prefix cache (× {seeds} seeds); enumeration stops at 7 tasks — search instead "
+        "(drop --exhaustive; --sampler model)"
+    )
 
 
 def default_study_name(pool: str) -> str:
@@ -119,6 +140,9 @@ def prepare(req: SearchRequest):
             raise LLLError("--resume needs --study NAME (the study to continue)")
         study = load_study(req.study, storage)
         settings = study_settings(study)
+        stored = settings.get("sampler", "tpe")
+        if req.sampler is not None and req.sampler != stored:
+            raise LLLError(f"study {req.study!r} searches with --sampler {stored}; resume it without --sampler")
         if req.trials is not None:
             settings["trials"] = req.trials
         uri = req.tracking_uri
@@ -159,7 +183,7 @@ def prepare(req: SearchRequest):
         check_gpus(req.gpus_per_worker, connect(req.ray_address))  # Ray up (or joined) before the study exists
         study = create_study(name, storage, settings)
         if req.seed_from_graph:
-            from search.affinity_runs import seed_study_from_graph
+            from search.graph_seed import seed_study_from_graph
 
             seed_study_from_graph(
                 study, settings, req.workers, req.ray_address, req.download, population=req.population

@@ -55,11 +55,40 @@ def directions(objective: str) -> list[str]:
     raise LLLError(f"unknown --objective {objective!r}; use acc, bwt or both")
 
 
-def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
-    """Multivariate TPE with the constant liar, so parallel trials are not all suggested the same
-    point. Five random start-up trials: orderings are few and cheap to look up through the prefix
-    cache, and TPE reached near-best orderings sooner with 5 than with 10 (bench/search_efficiency.py)."""
+SAMPLERS = ("model", "tpe", "random")
+DEFAULT_SAMPLER = "model"  # bench/search_at_scale.py: fewest trials to a top-1% ordering (README)
+
+
+def check_sampler(name: str, objective: str = "acc") -> str:
+    """A known sampler that supports the objective (``--sampler``), else a one-line error."""
+    if name not in SAMPLERS:
+        raise LLLError(f"unknown --sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    if name == "model" and objective == "both":
+        raise LLLError("--sampler model optimises one objective; use --objective acc or bwt, or --sampler tpe for both")
+    return name
+
+
+def make_sampler(
+    seed: int, kind: str = "tpe", tasks: list[str] | None = None, fixed_order: bool = False
+) -> optuna.samplers.BaseSampler:
+    """``tpe``: multivariate TPE with the constant liar, so parallel trials are not all suggested the
+    same point; five random start-up trials (orderings are few and cheap to look up through the
+    prefix cache, and TPE reached near-best orderings sooner with 5 than with 10,
+    bench/search_efficiency.py). ``model``: search/permutation_sampler.py (a GP over orderings; TPE
+    for strategy and λ), which needs the study's ``tasks``. ``random``: a baseline."""
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "model" and tasks and not fixed_order:
+        from search.permutation_sampler import PermutationSampler
+
+        return PermutationSampler(tasks, seed=seed)
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True, n_startup_trials=5)
+
+
+def _sampler_for(settings: dict[str, Any], seed: int) -> optuna.samplers.BaseSampler:
+    # studies made before --sampler existed ran TPE
+    kind, fixed = settings.get("sampler", "tpe"), settings.get("fixed_order") is not None
+    return make_sampler(settings.get("seed", seed), kind, settings.get("tasks"), fixed)
 
 
 def make_pruner(objective: str, enabled: bool, startup: int = 8) -> optuna.pruners.BasePruner:
@@ -81,7 +110,7 @@ def load_study(name: str, storage: optuna.storages.RDBStorage, seed: int = 0) ->
     return optuna.load_study(
         study_name=name,
         storage=storage,
-        sampler=make_sampler(settings.get("seed", seed)),
+        sampler=_sampler_for(settings, seed),
         pruner=make_pruner(
             settings.get("objective", "acc"), settings.get("prune", True), settings.get("prune_startup", 8)
         ),
@@ -99,7 +128,7 @@ def create_study(name: str, storage: optuna.storages.RDBStorage, settings: dict[
         study_name=name,
         storage=storage,
         directions=directions(settings["objective"]),
-        sampler=make_sampler(settings["seed"]),
+        sampler=_sampler_for(settings, settings["seed"]),
         pruner=make_pruner(settings["objective"], settings["prune"], settings.get("prune_startup", 8)),
     )
     for k, v in settings.items():

@@ -14,6 +14,33 @@ from tasks.pool import PoolSpec, TaskPool, build_pool, load_pool_file, parse_poo
 
 DEFAULT_POOL = "mixed-mnist"
 
+# Ten heterogeneous tasks; mixed-mnist-7 takes the first seven.
+_MIXED_TASKS: list[dict] = [
+    {"name": "upright"},
+    {"name": "rot90", "transforms": [{"type": "rotate", "angle": 90}]},
+    {"name": "noisy", "transforms": [{"type": "noise", "sigma": 0.6}]},
+    {"name": "inverted", "transforms": [{"type": "invert"}]},
+    {"name": "permuted", "transforms": [{"type": "permute", "seed": 1}]},
+    {"name": "blurred", "transforms": [{"type": "blur", "sigma": 1.5}]},
+    {
+        "name": "low-rot180",
+        "transforms": [
+            {"type": "classes", "keep": [0, 1, 2, 3, 4], "relabel": False},
+            {"type": "rotate", "angle": 180},
+        ],
+    },
+    {"name": "rot45", "transforms": [{"type": "rotate", "angle": 45}]},
+    {"name": "permuted2", "transforms": [{"type": "permute", "seed": 2}]},
+    {
+        "name": "high-inverted-noisy",
+        "transforms": [
+            {"type": "classes", "keep": [5, 6, 7, 8, 9], "relabel": False},
+            {"type": "invert"},
+            {"type": "noise", "sigma": 0.4},
+        ],
+    },
+]
+
 BUILTIN_POOLS: dict[str, dict] = {
     "mixed-mnist": {
         "description": "Default: five heterogeneous digit tasks whose training order changes ACC and BWT",
@@ -55,6 +82,24 @@ BUILTIN_POOLS: dict[str, dict] = {
             {"name": "noisy", "transforms": [{"type": "noise", "sigma": 0.6}]},
             {"name": "clean"},
         ],
+    },
+    # Realistic-size pools (issue 13): heterogeneous tasks built from the same transforms. The first five
+    # tasks of the mixed pools are mixed-mnist's; the class subsets keep original labels (shared head).
+    "mixed-mnist-7": {
+        "description": "Seven heterogeneous digit tasks: the 7-task ground-truth pool (5,040 orderings)",
+        "tasks": _MIXED_TASKS[:7],
+    },
+    "mixed-mnist-10": {
+        "description": "Ten heterogeneous digit tasks (rotations, noise, blur, inversion, permutations, class subsets)",
+        "tasks": _MIXED_TASKS,
+    },
+    "permuted-mnist-10": {
+        "description": "The same digits under 10 fixed pixel permutations",
+        "tasks": [{"name": f"perm{i}", "transforms": [{"type": "permute", "seed": 100 + i}]} for i in range(10)],
+    },
+    "rotated-mnist-10": {
+        "description": "Digits rotated by 0, 18, 36, ... 162 degrees",
+        "tasks": [{"name": f"rot{a}", "transforms": [{"type": "rotate", "angle": a}]} for a in range(0, 180, 18)],
     },
     # bAbI question answering (tasks/babi.py): one shared vocabulary and answer space per pool.
     "babi-gen": {

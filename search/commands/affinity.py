@@ -31,12 +31,20 @@ def affinity(
     population: Annotated[
         str, typer.Option(help="Task-trainings a worker runs at once as one stacked model (K), or auto")
     ] = "auto",
+    rule: Annotated[
+        str | None, typer.Option(help="With --recommend: periphery-to-core | max-path | greedy instead of the model")
+    ] = None,
 ) -> None:
     """Measure how tasks help (transfer) or hurt (interference) each other; write the task-affinity
     graph as GraphML + PNG; with --recommend, the ordering the graph scores best."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from search.affinity_runs import AffinityRequest, prepare_affinity, run_affinity, summary_lines
+    from search.order_rules import check_rule
+
+    if rule is not None:
+        check_rule(rule)
+        recommend = True
 
     req = AffinityRequest(
         pool=pool,
@@ -64,7 +72,15 @@ def affinity(
             progress.update(bar, completed=done, total=total, description=f"affinity runs (last: {what})")
 
         result = run_affinity(req, on_progress, prepared)
-    for line in summary_lines(result, recommend):
+    lines = summary_lines(result, False)
+    if recommend:  # the graph model of final accuracy (fitted to --study's trials) or a published rule
+        from search.affinity import trial_outcomes
+        from search.graph_seed import recommend_lines
+
+        st = prepared[1]
+        outcomes = trial_outcomes(st.get_trials(deepcopy=False), result.settings["strategy"]) if st else []
+        lines += recommend_lines(result.graph, outcomes, rule, top)
+    for line in lines:
         out.print(line, markup=False, highlight=False)
     from search.commands.search import workers_line
 

@@ -62,12 +62,19 @@ def search(
     population: Annotated[
         str, typer.Option(help="Task-trainings a worker runs at once as one stacked model (K), or auto")
     ] = "auto",
+    sampler: Annotated[
+        str | None, typer.Option(help="model (GP over orderings) | tpe | random [default: model; resume: stored]")
+    ] = None,
 ) -> None:
     """Search task orderings × strategy × λ with Optuna on Ray workers; record every trial in MLflow."""
     from search.launch import SearchRequest, prepare, run_search
 
     if objective is not None and objective not in ("acc", "bwt", "both"):
         raise LLLError(f"--objective {objective!r} is not one of acc, bwt, both")
+    if sampler is not None:
+        from search.study import check_sampler
+
+        check_sampler(sampler, objective or "acc")
     if checkpoints is not None and checkpoints not in ("all", "final", "none"):
         raise LLLError(f"--checkpoints {checkpoints!r} is not one of all, final, none")
     if trials is not None and trials < 1:
@@ -124,6 +131,7 @@ def search(
         cache_mb=cache_mb,
         seed_from_graph=seed_from_graph,
         population=population,
+        sampler=sampler,
     )
     if seed_from_graph:
         err.print("measuring the task-affinity graph (every single task and pair) to seed the study ...")
