@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+from test_units import SMALL_POOL, SMALL_TRAIN
 
 import pipeline.lockstep as lockstep
 from pipeline.config import StrategyConfig
@@ -18,7 +19,6 @@ from pipeline.units import Unit
 from pipeline.workers import TrialWorker
 from tasks.errors import LLLError
 from tasks.pool import TaskPool
-from tests.test_units import SMALL_POOL, SMALL_TRAIN
 
 LOCKSTEP = ["naive", "joint", "l2", "ewc", "online-ewc", "si", "mas", "rwalk", "agem", "replay", "lwf"]
 TRAIN = SMALL_TRAIN

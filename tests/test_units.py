@@ -9,13 +9,13 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TINY_POOL
 
 from pipeline.config import StrategyConfig, TrainConfig
 from pipeline.runner import run_ordering
 from pipeline.units import Unit
 from pipeline.workers import TrialWorker
 from tasks.pool import PoolSpec, TaskPool, build_pool
-from tests.conftest import TINY_POOL
 
 # Smaller than the tiny pool: these tests check equality, not learning quality.
 SMALL_POOL = {**TINY_POOL, "name": "small", "train_per_task": 120, "test_per_task": 100}
