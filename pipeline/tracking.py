@@ -8,6 +8,7 @@ With the embedded SQLite store only the driver writes (SQLite and many writers e
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -112,7 +113,11 @@ def sqlite_fast_commits() -> None:
     with ``synchronous=NORMAL``: a commit no longer waits for an fsync. Measured on the default
     pool's exhaustive search, the ~4,000 commits of 120 trials took 32 s of the driver's time with
     the default rollback journal. A killed process (SIGKILL) still loses no committed transaction;
-    only a power cut could drop the last few, which resume then re-runs."""
+    only a power cut could drop the last few, which resume then re-runs. Registered once per
+    process; a database another process holds locked keeps its mode (WAL is stored in the file)."""
+    global _FAST_COMMITS
+    if _FAST_COMMITS:
+        return
     import sqlite3
 
     from sqlalchemy import event
@@ -121,11 +126,16 @@ def sqlite_fast_commits() -> None:
     def on_connect(dbapi_conn, _record) -> None:
         if isinstance(dbapi_conn, sqlite3.Connection):
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            with contextlib.suppress(sqlite3.OperationalError):  # another process holds it: same mode
+                cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
     event.listen(Engine, "connect", on_connect)
+    _FAST_COMMITS = True
+
+
+_FAST_COMMITS = False
 
 
 @functools.lru_cache(maxsize=8)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
 from typing import Any
 
@@ -35,7 +36,14 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     else:
         kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}} if "postgres" in url else {}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        for attempt in range(3):  # two commands creating the same fresh SQLite file race once
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            except Exception as exc:
+                if not url.startswith("sqlite") or "OperationalError" not in type(exc).__name__ or attempt == 2:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
     except ImportError as exc:
         raise LLLError(
             f"the database driver for {mask_url(url)} is not installed ({exc.name}); pip install it"
