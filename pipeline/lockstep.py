@@ -302,6 +302,10 @@ def train_lockstep(pool: TaskPool, steps: list[Step]) -> list[PrefixState | str]
             total += losses.detach()
         for k in torch.nonzero(~torch.isfinite(total)).flatten().tolist():
             failed.setdefault(k, diverged_message(tasks[k], epoch, st.members[k].lam, cfg.lr))
+    if failed:  # a diverged member's result is dropped; zero it so the batched importance stays finite
+        with torch.no_grad():
+            for p in params:
+                p[list(failed)] = 0.0
     st.write_back()
     hooks.end()
     out: list[PrefixState | str] = []
