@@ -374,17 +374,23 @@ def parse_pool_spec(data: object, where: str) -> PoolSpec:
         raise LLLError(f"{where}: {path}: {problem}") from None
 
 
-def load_pool_file(path: str | Path) -> PoolSpec:
-    p = Path(path)
+def read_yaml(path: Path, what: str, read_hint: str) -> object:
+    """A YAML file's data (``yaml.safe_load``: a ``!!python`` tag is refused, never run); a missing
+    file or a syntax error is one line naming ``what`` it is and where the problem sits."""
     try:
-        data = yaml.safe_load(p.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as exc:
-        raise LLLError(f"cannot read pool file {p}: {exc.strerror}; check the path (built-ins: `lll pools`)") from None
+        raise LLLError(f"cannot read {what} {path}: {exc.strerror}; {read_hint}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         why = f" ({exc.problem})" if getattr(exc, "problem", None) else ""
-        raise LLLError(f"pool file {p} is not valid YAML{at}{why}; fix the syntax") from None
+        raise LLLError(f"{what} {path} is not valid YAML{at}{why}; fix the syntax") from None
+
+
+def load_pool_file(path: str | Path) -> PoolSpec:
+    p = Path(path)
+    data = read_yaml(p, "pool file", "check the path (built-ins: `lll pools`)")
     if not isinstance(data, dict):
         raise LLLError(f"pool file {p} must be a YAML mapping with `name:` and `tasks:` keys")
     return parse_pool_spec(data, str(p))

@@ -23,15 +23,9 @@ err = Console(stderr=True)
 def load_yaml_config(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise LLLError(f"cannot read config {path}: {exc.strerror}; check the --config path") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        why = f" ({exc.problem})" if getattr(exc, "problem", None) else ""
-        raise LLLError(f"config {path} is not valid YAML{at}{why}; fix the syntax") from None
+    from tasks.pool import read_yaml
+
+    data = read_yaml(path, "config", "check the --config path")
     if data is None:
         return {}
     if not isinstance(data, dict):
