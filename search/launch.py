@@ -18,10 +18,10 @@ from search.recommend import recommendation
 from search.recording import close_parent_run, open_parent_run
 from search.space import SearchSpace
 from search.study import (
-    DEFAULT_SAMPLER,
     DEFAULT_STORAGE,
     check_sampler,
     create_study,
+    default_sampler,
     load_study,
     open_storage,
     study_settings,
@@ -64,7 +64,7 @@ class SearchRequest:
     order: list[str] | None = None
     seed_from_graph: bool = False  # enqueue the affinity graph's best orderings first (new study)
     population: int | str = "auto"  # units a worker trains at once (lockstep K); not stored in the study
-    sampler: str | None = None  # model | tpe | random (None: DEFAULT_SAMPLER; on --resume: as stored)
+    sampler: str | None = None  # model | tpe | random (None: model, tpe for --objective both; --resume: stored)
 
 
 DEFAULT_STRATEGIES = ["ewc", "si", "agem"]
@@ -89,7 +89,7 @@ def _settings_for_new(req: SearchRequest, pool) -> dict[str, Any]:
         "lambda": req.lam,
         "options": req.options or {},
         "objective": req.objective or "acc",
-        "sampler": check_sampler(req.sampler or DEFAULT_SAMPLER, req.objective or "acc"),
+        "sampler": check_sampler(req.sampler or default_sampler(req.objective or "acc"), req.objective or "acc"),
         "seeds": req.seeds or DEFAULT_SEEDS,
         "seed": req.seed or 0,
         "train": TrainConfig(**(req.train or {})).model_dump(mode="json"),

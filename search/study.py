@@ -67,6 +67,11 @@ SAMPLERS = ("model", "tpe", "random")
 DEFAULT_SAMPLER = "model"  # bench/search_at_scale.py: fewest trials to a top-1% ordering (README)
 
 
+def default_sampler(objective: str) -> str:
+    """``model`` for one objective; the Pareto front of ``both`` needs multi-objective TPE."""
+    return "tpe" if objective == "both" else DEFAULT_SAMPLER
+
+
 def check_sampler(name: str, objective: str = "acc") -> str:
     """A known sampler that supports the objective (``--sampler``), else a one-line error."""
     if name not in SAMPLERS:
