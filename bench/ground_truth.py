@@ -142,7 +142,8 @@ def cmd_run(args) -> None:
         pool = TaskPool(pool.spec, {n: pool.tasks[n] for n in keep}, pool.note, pool.meta)
     parts = Path(args.parts)
     parts.mkdir(parents=True, exist_ok=True)
-    mine = units(pool.names)[args.worker :: args.workers]
+    seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else SEEDS
+    mine = units(pool.names, seeds=seeds)[args.worker :: args.workers]
     t0 = time.perf_counter()
     for i, (strategy, seed, first) in enumerate(mine):
         print(
@@ -198,10 +199,18 @@ def merge(parts: Path, names: list[str], cfg: dict = CONFIG) -> dict:
 
 
 def cmd_merge(args) -> None:
+    """Parts win; a (strategy, seed) without parts keeps what an earlier merge recorded, so seeds
+    trained in different sessions (parts deleted in between) add up in one document."""
     names = load().names
     doc = merge(Path(args.parts), names)
-    doc["timing"].update(json.loads(args.timing_note) if args.timing_note else {})
     out = OUT / f"ground_truth_{POOL}.json.gz"
+    if out.exists():
+        old = load_ground_truth(out)
+        for key in [k for k in doc["missing"] if k in old["runs"]]:
+            doc["runs"][key] = old["runs"][key]
+            doc["missing"].remove(key)
+        doc["timing"] = {"earlier_merge": old["timing"], "this_merge": doc["timing"]}
+    doc["timing"].update(json.loads(args.timing_note) if args.timing_note else {})
     with gzip.open(out, "wt") as f:
         json.dump(doc, f)
     print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB); timing {doc['timing']}")
@@ -221,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--workers", type=int, default=1)
     r.add_argument("--parts", default=str(PARTS))
     r.add_argument("--quick", action="store_true")
+    r.add_argument("--seeds", default=None, help="comma-separated seeds to train (default: all of SEEDS)")
     m = sub.add_parser("merge", help="write bench/out/ground_truth_mixed-mnist-7.json.gz from the parts")
     m.add_argument("--parts", default=str(PARTS))
     m.add_argument("--timing-note", default=None, help="JSON merged into the timing record (load, wall clock)")

@@ -41,16 +41,23 @@ class TrialWorker:
         cache_bytes: int = 1 << 30,
         threads: int = 1,
         population: int | str = "auto",
+        device: str = "auto",
     ) -> None:
         """``population``: how many compatible units to train at once as one stacked model (K);
-        ``"auto"`` picks K from free memory, 1 trains one model at a time (today's path)."""
+        ``"auto"`` picks K from free memory, 1 trains one model at a time (today's path).
+        ``device``: the run's --device, so ``--device cpu`` on a GPU host sizes K for the CPU and
+        ``info`` reports where training really runs."""
         torch.set_num_threads(max(1, int(threads)))
         self.pool: TaskPool = build_pool(PoolSpec.model_validate_json(pool_spec_json), data_dir, download)
         # train_units always caches (pinning its last results even past a tiny budget); the
         # start/step path keeps its old meaning of cache_bytes <= 0: no cache at all.
         self.unit_cache = MemoryPrefixCache(max(0, cache_bytes))
         self.cache = self.unit_cache if cache_bytes > 0 else None
-        self.population, self.population_note = choose_population(population, pick_device("auto"))
+        try:
+            self.device = pick_device(device)
+        except LLLError:  # no GPU on this node: each unit fails with that one-line error when trained
+            self.device = torch.device("cpu")
+        self.population, self.population_note = choose_population(population, self.device)
         # population 1: one model at a time, bit for bit what `lll run` gives. Otherwise every unit
         # whose strategy has a stacked loop trains in lockstep — even alone (K=1), so a state never
         # depends on how units happened to be grouped (lockstep results do not depend on K).
@@ -71,7 +78,6 @@ class TrialWorker:
                 node_ip = ray.util.get_node_ip_address()
         except Exception:  # outside Ray (tests call the class directly)
             pass
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         return {
             "population": self.population,
             "population_note": (self.lockstep.note if self.lockstep and self.lockstep.note else self.population_note),
@@ -79,7 +85,7 @@ class TrialWorker:
             "node_ip": node_ip,
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "device": device,
+            "device": self.device.type,
             "pool_fingerprint": self.pool.fingerprint(),
         }
 

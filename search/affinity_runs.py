@@ -115,7 +115,8 @@ def measure_affinity(
         list(tasks), strategy.model_dump(mode="json"), train.model_dump(mode="json"), list(seeds)
     )
     sj, tj = strategy.model_dump_json(), train.model_dump_json()
-    sched = Scheduler(WorkerSpec(pool_spec_json, data_dir, download, cache_bytes, population=population), n_workers)
+    spec = WorkerSpec(pool_spec_json, data_dir, download, cache_bytes, population=population, device=train.device)
+    sched = Scheduler(spec, n_workers)
     total = 0
     for seed in seeds:
         meas.rows[seed] = {"init": None, "single": {}, "pair": {}}

@@ -105,6 +105,7 @@ class SearchDriver:
             cfg.cpus_per_worker,
             cfg.gpus_per_worker,
             cfg.population,
+            cfg.train.device,
         )
         self.sched = Scheduler(spec, cfg.workers, cfg.max_retries, memo=cfg.cache_bytes > 0)
         self.recorder = Recorder(cfg.tracking_uri)

@@ -57,6 +57,7 @@ class WorkerSpec:
     cpus: float = 1.0
     gpus: float = 0.0
     population: int | str = "auto"
+    device: str = "auto"
 
     def start(self) -> Any:
         import ray
@@ -64,7 +65,7 @@ class WorkerSpec:
         remote = ray.remote(TrialWorker).options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0)
         threads = max(1, math.floor(self.cpus))
         return remote.remote(
-            self.pool_spec_json, self.data_dir, self.download, self.cache_bytes, threads, population=self.population
+            self.pool_spec_json, self.data_dir, self.download, self.cache_bytes, threads, self.population, self.device
         )
 
 

@@ -29,7 +29,9 @@ def search(
     option: Annotated[list[str] | None, typer.Option(help="STRATEGY:KEY=VALUE (repeatable)")] = None,
     objective: Annotated[str | None, typer.Option(help="acc | bwt | both (Pareto) [default: acc]")] = None,
     trials: Annotated[int | None, typer.Option(help="Trials in the study [default: 24; exhaustive: T!]")] = None,
-    time_budget: Annotated[float | None, typer.Option(help="Stop starting trials after S seconds")] = None,
+    time_budget: Annotated[
+        float | None, typer.Option(help="Stop starting trials S s after start (wall clock, worker boot included)")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Ray worker actors [default: one per CPU]")] = None,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker actor")] = 1.0,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (fractions share a GPU)")] = 0.0,
