@@ -100,9 +100,13 @@ class PermutationSampler(optuna.samplers.BaseSampler):
         return tuple(order) if order and sorted(order) == sorted(self.tasks) else None
 
     def history(self, study: optuna.Study, current: int | None = None):
-        """(finished {order: value, maximised}, pending orders, orders never to propose again)."""
+        """(finished {order: value, maximised}, pending orders, orders never to propose again).
+
+        In a study over several strategies each value is taken relative to its strategy's mean
+        (ACC(order, s) ≈ μ_s + f(order)): otherwise the gap between strategies, several points,
+        would drown the ordering's effect the GP has to learn."""
         sign = -1.0 if study.direction == StudyDirection.MINIMIZE else 1.0
-        values: dict[tuple[str, ...], list[float]] = {}
+        seen: list[tuple[tuple[str, ...], Any, float]] = []
         pruned, pending, blocked = set(), set(), set()
         for t in study.get_trials(deepcopy=False):
             if t.number == current:
@@ -111,13 +115,20 @@ class PermutationSampler(optuna.samplers.BaseSampler):
             if order is None:
                 continue
             if t.state == TrialState.COMPLETE and t.values:
-                values.setdefault(order, []).append(sign * t.values[0])
+                seen.append((order, t.params.get("strategy"), sign * t.values[0]))
             elif t.state == TrialState.PRUNED:
                 pruned.add(order)
             elif t.state in (TrialState.RUNNING, TrialState.WAITING):
                 pending.add(order)
             elif t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") != INTERRUPTED:
                 blocked.add(order)
+        by_strategy: dict[Any, list[float]] = {}
+        for _, strategy, v in seen:
+            by_strategy.setdefault(strategy, []).append(v)
+        centre = {k: float(np.mean(v)) if len(by_strategy) > 1 else 0.0 for k, v in by_strategy.items()}
+        values: dict[tuple[str, ...], list[float]] = {}
+        for order, strategy, v in seen:
+            values.setdefault(order, []).append(v - centre[strategy])
         finished = {o: float(np.mean(v)) for o, v in values.items()}
         if finished:
             worst = min(finished.values())

@@ -86,6 +86,35 @@ def test_sampler_beats_random_on_a_structured_objective():
     assert model < rand, (model, rand)
 
 
+def test_sampler_history_takes_each_value_relative_to_its_strategy():
+    """Several strategies: the GP sees ACC minus the strategy's mean, so a strategy that is 10 points
+    better does not make its orderings look better than the other strategy's."""
+    space = SearchSpace(TASKS, ["naive", "ewc"])
+    sampler = PermutationSampler(TASKS, seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    f = {}
+    for n, perm in enumerate(itertools.islice(itertools.permutations(TASKS), 8)):
+        strategy = ["naive", "ewc"][n % 2]
+        f[perm] = 0.01 * n
+        study.enqueue_trial(space.trial_params(list(perm), strategy, None))
+        trial = study.ask()
+        assert tuple(space.suggest(trial).order) == perm
+        study.tell(trial, f[perm] + (0.10 if strategy == "ewc" else 0.0))
+    finished, _, blocked = sampler.history(study)
+    assert set(finished) == set(f) <= blocked
+    got = np.array([finished[o] for o in f])
+    want = np.array([f[o] for o in f])
+    # relative to each strategy's mean: the +0.10 of ewc is gone, the ordering effect is kept
+    assert np.allclose(got - got.mean(), want - want.mean(), atol=0.011)
+    single = optuna.create_study(direction="maximize", sampler=PermutationSampler(TASKS, seed=0))
+    one = SearchSpace(TASKS, ["naive"])
+    single.enqueue_trial(one.trial_params(TASKS, "naive", None))
+    trial = single.ask()
+    one.suggest(trial)
+    single.tell(trial, 0.5)
+    assert PermutationSampler(TASKS).history(single)[0] == {tuple(TASKS): 0.5}  # one strategy: raw values
+
+
 def test_every_rule_returns_a_valid_ordering():
     rng = np.random.default_rng(0)
     for n in (1, 2, 5, 13):  # 13 > the exact max-path limit: the heuristic path
