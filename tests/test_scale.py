@@ -99,7 +99,7 @@ def test_every_rule_returns_a_valid_ordering():
 
 
 def test_graph_model_is_deterministic_and_recovers_its_parameters():
-    truth = ModelParams(alpha=0.6, gamma=0.5, a=0.05, b=0.9)
+    truth = ModelParams(alpha=0.6, kappa=0.5, a=0.05, b=0.9)
     model = synthetic_model(params=truth)
     orders = list(itertools.permutations(model.tasks))
     rng = np.random.default_rng(3)
@@ -109,7 +109,7 @@ def test_graph_model_is_deterministic_and_recovers_its_parameters():
     fit1, fit2 = blank.fit(list(zip(pick, y, strict=True))), blank.fit(list(zip(pick, y, strict=True)))
     assert fit1.params == fit2.params
     p = fit1.params
-    assert p.alpha == pytest.approx(truth.alpha, abs=0.02) and p.gamma == pytest.approx(truth.gamma, abs=0.02)
+    assert p.alpha == pytest.approx(truth.alpha, abs=0.02) and p.kappa == pytest.approx(truth.kappa, abs=0.02)
     assert p.a == pytest.approx(truth.a, abs=0.01) and p.b == pytest.approx(truth.b, abs=0.02)
     top = fit1.top(k=3)[0]
     assert [o for o, _ in top] == [o for o, _ in model.top(k=3)[0]]
