@@ -116,6 +116,31 @@ def test_graph_model_is_deterministic_and_recovers_its_parameters():
     assert top[0][1] == pytest.approx(float(max(model.predict(orders))), rel=1e-4)
 
 
+def test_graph_model_reproduces_the_trainings_it_is_built_from():
+    """With default parameters the chain of affine maps returns exactly the measured accuracies of
+    the T² trainings: every task after [k] alone (transfer) and task j after [j, k] (interference)."""
+    rng = np.random.default_rng(5)
+    t = 5
+    tasks = [f"t{i}" for i in range(t)]
+    init = rng.uniform(0.05, 0.15, t)
+    solo = rng.uniform(0.5, 0.9, t)
+    base = init[:, None] + rng.uniform(0.0, 0.4, (t, t)) * (solo - init)[:, None]  # base[j, k]: j after k
+    pair = base + rng.uniform(0.05, 0.95, (t, t)) * (solo[:, None] - base)  # pair[j, k]: j after j, k
+    model = GraphModel.from_arrays(tasks, solo, base, pair, init=init)
+    for k in range(t):
+        after_k = model.final(np.array([[k]]))[0]
+        expect = base[:, k].copy()
+        expect[k] = solo[k]
+        np.testing.assert_allclose(after_k, expect, atol=1e-12)
+        for j in range(t):
+            if j != k:
+                assert model.final(np.array([[j, k]]))[0, j] == pytest.approx(pair[j, k], abs=1e-12)
+    # stiffening κ shrinks the step of later trainings: less forgetting of the first task
+    stiff = model.with_params(ModelParams(kappa=2.0))
+    j, k = 0, 1
+    assert abs(stiff.final(np.array([[j, k]]))[0, j] - solo[j]) < abs(pair[j, k] - solo[j])
+
+
 def test_lookup_benchmark_quick_mode(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench.search_at_scale import main
