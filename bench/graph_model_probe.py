@@ -18,6 +18,7 @@ checked directly:
 "Previous model" = search/graph_model.py at commit :data:`LEGACY` (loaded with ``git show``).
 
     python bench/graph_model_probe.py            # ≈ 1 min; writes bench/out/graph_model_probe.{txt,json}
+    python bench/graph_model_probe.py --extra-parts bench/out/ground_truth_parts   # + finished, unmerged seeds
 """
 
 from __future__ import annotations
@@ -131,14 +132,16 @@ def seed_noise(doc: dict, strategy: str) -> dict | None:
     }
 
 
-def scores(doc: dict, strategy: str, truth_seed: int | None, model_of, draws: int) -> dict | None:
+def scores(
+    doc: dict, strategy: str, truth_seed: int | None, model_of, draws: int, evidence_seed: int = 0
+) -> dict | None:
     """4: rank of the default top pick, ρ over all with default parameters, out-of-sample ρ after 30."""
     got = truth_for(doc, strategy, truth_seed)
-    base = truth_for(doc, strategy, 0)
+    base = truth_for(doc, strategy, evidence_seed)
     if got is None or base is None:
         return None
     acc, seeds, _ = got
-    evidence = evidence_from_tree(list(doc["tasks"]), base[2])  # seed 0's pairs, as the benchmark
+    evidence = evidence_from_tree(list(doc["tasks"]), base[2])  # one seed's pairs (the benchmark: seed 0)
     picks = graph_picks(acc, list(doc["tasks"]), evidence, model_of)
     oos = spearman_oos(acc, list(doc["tasks"]), evidence, 30, draws, model_of)
     return {
@@ -155,10 +158,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--truth", type=Path, default=OUT / "ground_truth_mixed-mnist-7.json.gz")
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--out", type=Path, default=OUT / "graph_model_probe.txt")
+    ap.add_argument(
+        "--extra-parts",
+        type=Path,
+        default=None,
+        help="also use the (strategy, seed) runs finished in this ground_truth_parts folder (not yet merged)",
+    )
     args = ap.parse_args(argv)
-    from bench.ground_truth import load_ground_truth
+    from bench.ground_truth import load_ground_truth, merge
 
     doc = load_ground_truth(args.truth)
+    if args.extra_parts is not None:
+        extra = merge(args.extra_parts, list(doc["tasks"]))["runs"]
+        doc["runs"].update({k: v for k, v in extra.items() if k not in doc["runs"]})
     tasks = list(doc["tasks"])
     pos = {a: i for i, a in enumerate(tasks)}
     perms = np.array([[pos[a] for a in o.split(",")] for o in doc["orderings"]])
@@ -222,23 +234,22 @@ def main(argv: list[str] | None = None) -> None:
         else:
             say("3. seed noise: the ground truth holds one seed of this strategy")
         say(
-            "4. truth        model      rank of top pick (default)  ρ default, all  ρ out-of-sample after 30  "
-            "top pick rank after fit (median)"
+            "4. pairs of  truth       model      rank of top pick (default)  ρ default, all  "
+            "ρ out-of-sample after 30  top pick rank after fit (median)"
         )
         res["scores"] = {}
-        for label, ts in (("seed 0", 0), ("seed 1", 1), ("seed mean", None)):
-            for name, make in makers.items():
-                s = scores(doc, strategy, ts, make, args.draws)
-                if s is None:
-                    continue
-                if ts is None and len(s["seeds"]) < 2:
-                    continue
-                res["scores"][f"{label}/{name}"] = s
-                say(
-                    f"   {label:<12s} {name:<10s} {s['rank_of_pick']:>6d} of 5,040              "
-                    f"{s['spearman_default_all']:+.3f}          {s['spearman_oos_30']:+.3f}"
-                    f"                    {s['top_pick_rank_after_fit_median']:.0f}"
-                )
+        for ev in (0, 1):
+            for label, ts in (("seed 0", 0), ("seed 1", 1), ("seed mean", None)):
+                for name, make in makers.items():
+                    s = scores(doc, strategy, ts, make, args.draws, ev)
+                    if s is None or (ts is None and len(s["seeds"]) < 2):
+                        continue
+                    res["scores"][f"pairs seed {ev}/truth {label}/{name}"] = s
+                    say(
+                        f"   seed {ev}     {label:<11s} {name:<10s} {s['rank_of_pick']:>6d} of 5,040              "
+                        f"{s['spearman_default_all']:+.3f}          {s['spearman_oos_30']:+.3f}"
+                        f"                    {s['top_pick_rank_after_fit_median']:.0f}"
+                    )
         result["strategies"][strategy] = res
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
