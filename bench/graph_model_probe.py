@@ -24,6 +24,7 @@ checked directly:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -114,6 +115,43 @@ def composition(tasks: list[str], rows: dict, models: dict) -> dict:
     return out
 
 
+def erosion(tasks: list[str], rows: dict) -> dict:
+    """2b: does erosion compose from the pairs? The accuracy on the *first* task j after [j, k1, ...,
+    km] (m = 2..T−1 later tasks), measured vs composed from the pairs by the previous model
+    (multiplicative shares of j's solo excess over the last task's transfer) and the current one
+    (affine maps from the init). RMSE over all such prefixes, and the correlation of the measured
+    retention with the composed one."""
+    n = len(tasks)
+
+    def row(p) -> list[float]:
+        return rows[",".join(tasks[i] for i in p)]
+
+    init = np.array(rows[""])
+    solo = np.array([row([j])[j] for j in range(n)])
+    base = np.array([[row([k])[j] for k in range(n)] for j in range(n)])  # base[j, k]: j after k alone
+    pair = np.array([[row([j, k])[j] if j != k else solo[j] for k in range(n)] for j in range(n)])
+    out = {}
+    for depth in range(3, n + 1):
+        obs, old, new = [], [], []
+        for p in itertools.permutations(range(n), depth):
+            j, later = p[0], p[1:]
+            obs.append(row(p)[j])
+            ex = solo[j] - base[j, later[-1]]
+            share = np.prod([np.clip((pair[j, k] - base[j, k]) / ex, 0, 1.2) if ex > 1e-9 else 1.0 for k in later])
+            old.append(base[j, later[-1]] + max(ex, 0.0) * share)
+            a = solo[j]
+            for k in later:
+                r = np.clip((pair[j, k] - base[j, k]) / (solo[j] - init[j]), 0, 1) if solo[j] > init[j] else 1.0
+                a = base[j, k] + r * (a - init[j])
+            new.append(a)
+        obs, old, new = np.array(obs), np.array(old), np.array(new)
+        out[depth] = {
+            name: {"rmse": float(np.sqrt(((v - obs) ** 2).mean())), "pearson": float(np.corrcoef(v, obs)[0, 1])}
+            for name, v in (("previous", old), ("current", new))
+        }
+    return out
+
+
 def seed_noise(doc: dict, strategy: str) -> dict | None:
     """3: pair-row entries and ACC, seed 0 vs seed 1."""
     runs = {r["seed"]: r for r in doc["runs"].values() if r["strategy"] == strategy}
@@ -185,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(s)
 
     say(f"graph model probe on {args.truth.name}; runs {sorted(doc['runs'])}")
+    if args.extra_parts is not None:
+        say(f"  (runs not in that file merged from the finished parts in {args.extra_parts})")
     for strategy in ("naive", "ewc"):
         base = truth_for(doc, strategy, 0)
         if base is None:
@@ -217,6 +257,15 @@ def main(argv: list[str] | None = None) -> None:
             say(
                 f"     depth {depth}: "
                 + "   ".join(f"{m} {x['spearman']:+.3f} / {x['rmse']:.3f}" for m, x in v.items())
+            )
+        ero = erosion(tasks, rows0)
+        res["erosion_seed0"] = ero
+        say("   2b. accuracy on the first task j after j and 2..6 later tasks, composed from the pairs vs measured")
+        say("       (RMSE / Pearson over all such prefixes):")
+        for depth, v in ero.items():
+            say(
+                f"     {depth - 1} later: "
+                + "   ".join(f"{m} {x['rmse']:.3f} / {x['pearson']:+.3f}" for m, x in v.items())
             )
         noise = seed_noise(doc, strategy)
         res["seed_noise"] = noise
