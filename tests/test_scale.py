@@ -152,6 +152,10 @@ def test_lookup_benchmark_quick_mode(tmp_path):
     assert set(doc["rank_of_pick"]["naive"]) == {"graph", "periphery-to-core", "max-path", "greedy"}
     assert doc["trials_to_top1pct"]["naive"]["model+graph"] <= doc["trials_to_top1pct"]["naive"]["random"]
     assert doc["spearman_oos_30"]["naive"] > 0.9  # the synthetic truth is the model plus small noise
+    only = tmp_path / "g.json"
+    main(["--quick", "--graph-only", "--out", str(only)])  # the graph model's two keys, no sampler
+    g = json.loads(only.read_text())
+    assert set(g) == {"rank_of_pick", "spearman_oos_30"} and g["spearman_oos_30"]["naive"] > 0.9
 
 
 def test_bad_input_one_line_exit_2(tmp_path):
