@@ -24,6 +24,7 @@ graph model fitted to 30 random finished orderings, scored on the other 5,010 (m
 
     python bench/search_at_scale.py                    # reads bench/out/ground_truth_mixed-mnist-7.json.gz
     python bench/search_at_scale.py --quick            # synthetic 6-task ground truth, a few seconds
+    python bench/search_at_scale.py --graph-only       # only the graph model's two keys (seconds)
 
 Writes bench/out/search_at_scale.json (exactly the issue's keys) and search_at_scale_details.json.
 """
@@ -64,9 +65,12 @@ KINDS = ("random", "tpe", "model", "model+graph")
 # ---------------------------------------------------------------------------------------------
 # ground truth
 # ---------------------------------------------------------------------------------------------
-def truth_for(doc: dict, strategy: str) -> tuple[dict[tuple, float], list[int], dict] | None:
-    """(seed-mean ACC per ordering, seeds used, prefix-tree rows of the lowest seed) or None."""
+def truth_for(doc: dict, strategy: str, seed: int | None = None) -> tuple[dict[tuple, float], list[int], dict] | None:
+    """(seed-mean ACC per ordering, seeds used, prefix-tree rows of the lowest seed) or None.
+    ``seed``: that seed's ACC only (its own rows)."""
     runs = sorted((r for r in doc["runs"].values() if r["strategy"] == strategy), key=lambda r: r["seed"])
+    if seed is not None:
+        runs = [r for r in runs if r["seed"] == seed]
     if not runs:
         return None
     orders = [tuple(o.split(",")) for o in doc["orderings"]]
@@ -95,7 +99,7 @@ def synthetic_doc(t: int = 6, seed: int = 0, noise: float = 0.004) -> dict:
     np.fill_diagonal(base, solo)
     rho = rng.uniform(0.1, 0.9, (t, t))
     pair = base + rho * (solo[:, None] - base)
-    model = GraphModel.from_arrays(tasks, solo, base, pair)
+    model = GraphModel.from_arrays(tasks, solo, base, pair, init=init)
     orders = list(itertools.permutations(tasks))
     acc = model.predict(orders) + rng.normal(0, noise, len(orders))
     rows = {"": init.tolist()}
@@ -148,11 +152,12 @@ def ranks_of(acc: dict[tuple, float]) -> dict[tuple, int]:
     return {o: i + 1 for i, o in enumerate(ordered)}
 
 
-def graph_picks(acc: dict[tuple, float], tasks: list[str], evidence: Evidence) -> dict:
-    """Rank (1 = best of all) of the graph model's top pick and of every rule's ordering."""
+def graph_picks(acc: dict[tuple, float], tasks: list[str], evidence: Evidence, model_of=GraphModel.from_graph) -> dict:
+    """Rank (1 = best of all) of the graph model's top pick and of every rule's ordering.
+    ``model_of``: graph → model (bench/graph_model_probe.py passes the previous model's)."""
     rank = ranks_of(acc)
     g = build_graph(tasks, evidence)
-    model = GraphModel.from_graph(g)
+    model = model_of(g)
     top, _ = model.top(k=1)
     d = dissimilarity_from_graph(g)
     picks = {"graph": top[0][0], **{r: rule_order(r, tasks, d) for r in RULES}}
@@ -163,9 +168,16 @@ def graph_picks(acc: dict[tuple, float], tasks: list[str], evidence: Evidence) -
     return {"ranks": out, "orders": picks, "spearman_default_all": rho_all}
 
 
-def spearman_oos(acc: dict[tuple, float], tasks: list[str], evidence: Evidence, n_fit: int, draws: int) -> dict:
+def spearman_oos(
+    acc: dict[tuple, float],
+    tasks: list[str],
+    evidence: Evidence,
+    n_fit: int,
+    draws: int,
+    model_of=GraphModel.from_graph,
+) -> dict:
     """Fit the graph model on ``n_fit`` random orderings, Spearman ρ on all the others; per draw."""
-    base = GraphModel.from_graph(build_graph(tasks, evidence))
+    base = model_of(build_graph(tasks, evidence))
     orders = list(acc)
     rng = np.random.default_rng(0)
     rhos, top_ranks = [], []
@@ -190,8 +202,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="synthetic 6-task ground truth, 3 reps")
     ap.add_argument("--strategies", default="naive,ewc")
-    ap.add_argument("--out", type=Path, default=OUT / "search_at_scale.json")
+    ap.add_argument("--out", type=Path, default=None, help="default bench/out/search_at_scale[_graph_only].json")
+    ap.add_argument(
+        "--graph-only",
+        action="store_true",
+        help="only the graph model's rank_of_pick and spearman_oos_30 (no samplers; seconds)",
+    )
+    ap.add_argument("--truth-seed", type=int, default=None, help="that seed's ACC as the truth (default: seed mean)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = OUT / ("search_at_scale_graph_only.json" if args.graph_only else "search_at_scale.json")
     if args.quick:
         doc = synthetic_doc()
         args.reps, args.cap, args.draws = min(args.reps, 3), min(args.cap, 80), min(args.draws, 3)
@@ -200,12 +220,14 @@ def main(argv: list[str] | None = None) -> None:
 
         doc = load_ground_truth(args.truth)
     tasks = list(doc["tasks"])
-    kinds = [k for k in args.kinds.split(",") if k]
-    result = {"trials_to_top1pct": {}, "rank_of_pick": {}, "spearman_oos_30": {}}
+    kinds = [] if args.graph_only else [k for k in args.kinds.split(",") if k]
+    result = {"rank_of_pick": {}, "spearman_oos_30": {}}
+    if not args.graph_only:
+        result = {"trials_to_top1pct": {}, **result}
     details: dict = {"reps": args.reps, "cap": args.cap, "top": args.top, "per_strategy": {}}
     for strategy in args.strategies.split(","):
         t0 = time.perf_counter()
-        got = truth_for(doc, strategy)
+        got = truth_for(doc, strategy, args.truth_seed)
         if got is None:
             details["per_strategy"][strategy] = {"missing": "the ground truth holds no run of this strategy"}
             for key in result:  # the keys stay, with null: not measured
@@ -232,7 +254,8 @@ def main(argv: list[str] | None = None) -> None:
         picks = graph_picks(acc, tasks, evidence)
         oos = spearman_oos(acc, tasks, evidence, 30, args.draws)
         per.update(picks=picks, spearman_oos=oos, seconds=time.perf_counter() - t0)
-        result["trials_to_top1pct"][strategy] = medians
+        if not args.graph_only:
+            result["trials_to_top1pct"][strategy] = medians
         result["rank_of_pick"][strategy] = picks["ranks"]
         result["spearman_oos_30"][strategy] = oos["median"]
         details["per_strategy"][strategy] = per
@@ -241,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
             f"ρ(oos, 30) {oos['median']:.3f}  [{per['seconds']:.0f} s]",
             flush=True,
         )
-    if not args.quick or args.out != OUT / "search_at_scale.json":
+    if not args.quick or args.out.parent != OUT:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         args.out.with_name(args.out.stem + "_details.json").write_text(

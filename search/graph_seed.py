@@ -101,9 +101,9 @@ def recommend_lines(
         ]
     best, how = model.top(k=max(1, top))
     lines = [f"recommended order: {' → '.join(best[0][0])}  (graph model's predicted ACC {best[0][1] * 100:.2f}%)"]
-    lines.append(f"  model: each later task erodes earlier ones, the last sets the floor; {model.params.describe()}")
+    lines.append(f"  model: every training maps each task's accuracy as the pairs measured; {model.params.describe()}")
     if not model.params.fitted_on:
-        lines.append("  (fitting α, γ needs ≥ 6 complete trials in --study; unfitted, the prediction is the model's)")
+        lines.append("  (fitting α, κ needs ≥ 6 complete trials in --study; unfitted, the prediction is the model's)")
     for o, s in best[1:]:
         lines.append(f"  runner-up: {' → '.join(o)}  (predicted ACC {s * 100:.2f}%)")
     lines.append(f"  ranking: {how}; rules: --rule {' | '.join(RULES)}")

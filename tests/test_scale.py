@@ -128,7 +128,7 @@ def test_every_rule_returns_a_valid_ordering():
 
 
 def test_graph_model_is_deterministic_and_recovers_its_parameters():
-    truth = ModelParams(alpha=0.6, gamma=0.5, a=0.05, b=0.9)
+    truth = ModelParams(alpha=0.6, kappa=0.5, a=0.05, b=0.9)
     model = synthetic_model(params=truth)
     orders = list(itertools.permutations(model.tasks))
     rng = np.random.default_rng(3)
@@ -138,11 +138,36 @@ def test_graph_model_is_deterministic_and_recovers_its_parameters():
     fit1, fit2 = blank.fit(list(zip(pick, y, strict=True))), blank.fit(list(zip(pick, y, strict=True)))
     assert fit1.params == fit2.params
     p = fit1.params
-    assert p.alpha == pytest.approx(truth.alpha, abs=0.02) and p.gamma == pytest.approx(truth.gamma, abs=0.02)
+    assert p.alpha == pytest.approx(truth.alpha, abs=0.02) and p.kappa == pytest.approx(truth.kappa, abs=0.02)
     assert p.a == pytest.approx(truth.a, abs=0.01) and p.b == pytest.approx(truth.b, abs=0.02)
     top = fit1.top(k=3)[0]
     assert [o for o, _ in top] == [o for o, _ in model.top(k=3)[0]]
     assert top[0][1] == pytest.approx(float(max(model.predict(orders))), rel=1e-4)
+
+
+def test_graph_model_reproduces_the_trainings_it_is_built_from():
+    """With default parameters the chain of affine maps returns exactly the measured accuracies of
+    the T² trainings: every task after [k] alone (transfer) and task j after [j, k] (interference)."""
+    rng = np.random.default_rng(5)
+    t = 5
+    tasks = [f"t{i}" for i in range(t)]
+    init = rng.uniform(0.05, 0.15, t)
+    solo = rng.uniform(0.5, 0.9, t)
+    base = init[:, None] + rng.uniform(0.0, 0.4, (t, t)) * (solo - init)[:, None]  # base[j, k]: j after k
+    pair = base + rng.uniform(0.05, 0.95, (t, t)) * (solo[:, None] - base)  # pair[j, k]: j after j, k
+    model = GraphModel.from_arrays(tasks, solo, base, pair, init=init)
+    for k in range(t):
+        after_k = model.final(np.array([[k]]))[0]
+        expect = base[:, k].copy()
+        expect[k] = solo[k]
+        np.testing.assert_allclose(after_k, expect, atol=1e-12)
+        for j in range(t):
+            if j != k:
+                assert model.final(np.array([[j, k]]))[0, j] == pytest.approx(pair[j, k], abs=1e-12)
+    # stiffening κ shrinks the step of later trainings: less forgetting of the first task
+    stiff = model.with_params(ModelParams(kappa=2.0))
+    j, k = 0, 1
+    assert abs(stiff.final(np.array([[j, k]]))[0, j] - solo[j]) < abs(pair[j, k] - solo[j])
 
 
 def test_lookup_benchmark_quick_mode(tmp_path):
@@ -156,6 +181,10 @@ def test_lookup_benchmark_quick_mode(tmp_path):
     assert set(doc["rank_of_pick"]["naive"]) == {"graph", "periphery-to-core", "max-path", "greedy"}
     assert doc["trials_to_top1pct"]["naive"]["model+graph"] <= doc["trials_to_top1pct"]["naive"]["random"]
     assert doc["spearman_oos_30"]["naive"] > 0.9  # the synthetic truth is the model plus small noise
+    only = tmp_path / "g.json"
+    main(["--quick", "--graph-only", "--out", str(only)])  # the graph model's two keys, no sampler
+    g = json.loads(only.read_text())
+    assert set(g) == {"rank_of_pick", "spearman_oos_30"} and g["spearman_oos_30"]["naive"] > 0.9
 
 
 def test_bad_input_one_line_exit_2(tmp_path):
