@@ -118,9 +118,17 @@ def synthetic_doc(t: int = 6, seed: int = 0, noise: float = 0.004) -> dict:
 # (a) lookup
 # ---------------------------------------------------------------------------------------------
 def lookup(
-    acc: dict[tuple, float], tasks: list[str], kind: str, seed: int, good: set, cap: int, evidence: Evidence | None
+    acc: dict[tuple, float],
+    tasks: list[str],
+    kind: str,
+    seed: int,
+    good: set,
+    cap: int,
+    evidence: Evidence | None,
+    strategy: str = "naive",
 ) -> tuple[int, int, bool]:
-    """(trials until a ``good`` ordering is proposed, distinct orderings among them, censored)."""
+    """(trials until a ``good`` ordering is proposed, distinct orderings among them, censored).
+    ``strategy``: what the ground truth's orderings were trained with (the graph model's defaults)."""
     space = SearchSpace(tasks, ["naive"])
     if kind == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
@@ -130,9 +138,9 @@ def lookup(
         sampler = PermutationSampler(tasks, seed=seed)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     if kind == "model+graph":
-        g = build_graph(tasks, evidence)
+        g = build_graph(tasks, evidence, meta={"strategy": strategy})
         study.set_user_attr(
-            "affinity_evidence", {"strategy": {"name": "naive"}, "seeds": [0], "evidence": evidence.to_dict()}
+            "affinity_evidence", {"strategy": {"name": strategy}, "seeds": [0], "evidence": evidence.to_dict()}
         )
         for o, _ in candidate_orderings(g, GraphModel.from_graph(g)):
             study.enqueue_trial(space.trial_params(o, "naive", None))
@@ -152,11 +160,18 @@ def ranks_of(acc: dict[tuple, float]) -> dict[tuple, int]:
     return {o: i + 1 for i, o in enumerate(ordered)}
 
 
-def graph_picks(acc: dict[tuple, float], tasks: list[str], evidence: Evidence, model_of=GraphModel.from_graph) -> dict:
+def graph_picks(
+    acc: dict[tuple, float],
+    tasks: list[str],
+    evidence: Evidence,
+    model_of=GraphModel.from_graph,
+    strategy: str | None = None,
+) -> dict:
     """Rank (1 = best of all) of the graph model's top pick and of every rule's ordering.
-    ``model_of``: graph → model (bench/graph_model_probe.py passes the previous model's)."""
+    ``model_of``: graph → model (bench/graph_model_probe.py passes the previous model's);
+    ``strategy``: what the pairs were trained with (the unfitted model's defaults depend on it)."""
     rank = ranks_of(acc)
-    g = build_graph(tasks, evidence)
+    g = build_graph(tasks, evidence, meta={"strategy": strategy} if strategy else None)
     model = model_of(g)
     top, _ = model.top(k=1)
     d = dissimilarity_from_graph(g)
@@ -175,9 +190,10 @@ def spearman_oos(
     n_fit: int,
     draws: int,
     model_of=GraphModel.from_graph,
+    strategy: str | None = None,
 ) -> dict:
     """Fit the graph model on ``n_fit`` random orderings, Spearman ρ on all the others; per draw."""
-    base = model_of(build_graph(tasks, evidence))
+    base = model_of(build_graph(tasks, evidence, meta={"strategy": strategy} if strategy else None))
     orders = list(acc)
     rng = np.random.default_rng(0)
     rhos, top_ranks = [], []
@@ -241,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
         per: dict = {"seeds": seeds, "orderings": len(acc), "hits": n_good, "samplers": {}}
         medians = {}
         for kind in kinds:
-            res = [lookup(acc, tasks, kind, s, good, args.cap, evidence) for s in range(args.reps)]
+            res = [lookup(acc, tasks, kind, s, good, args.cap, evidence, strategy) for s in range(args.reps)]
             trials = [r[0] for r in res]
             medians[kind] = statistics.median(trials)
             per["samplers"][kind] = {
@@ -251,8 +267,8 @@ def main(argv: list[str] | None = None) -> None:
                 "trials": trials,
             }
             print(f"{strategy} {kind:<12s} median {medians[kind]:6.1f} trials  {trials}", flush=True)
-        picks = graph_picks(acc, tasks, evidence)
-        oos = spearman_oos(acc, tasks, evidence, 30, args.draws)
+        picks = graph_picks(acc, tasks, evidence, strategy=strategy)
+        oos = spearman_oos(acc, tasks, evidence, 30, args.draws, strategy=strategy)
         per.update(picks=picks, spearman_oos=oos, seconds=time.perf_counter() - t0)
         if not args.graph_only:
             result["trials_to_top1pct"][strategy] = medians

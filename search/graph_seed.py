@@ -71,7 +71,7 @@ def seed_study_from_graph(
         optuna.delete_study(study_name=study.study_name, storage=study._storage)
         raise
     evidence = meas.evidence()
-    graph = build_graph(settings["tasks"], evidence)
+    graph = build_graph(settings["tasks"], evidence, meta={"strategy": name})
     model = GraphModel.from_graph(graph)
     cands = candidate_orderings(graph, model, k)
     enqueue_orderings(study, settings, [o for o, _ in cands])

@@ -150,7 +150,8 @@ class PermutationSampler(optuna.samplers.BaseSampler):
             from search.affinity import Evidence, build_graph
             from search.graph_model import GraphModel
 
-            g = build_graph(self.tasks, Evidence.from_dict(kept["evidence"]))
+            strategy = (kept.get("strategy") or {}).get("name") or ""
+            g = build_graph(self.tasks, Evidence.from_dict(kept["evidence"]), meta={"strategy": strategy})
             self._graph = GraphModel.from_graph(g).fit(list(finished.items()))
             self._graph_key = key
             # its best orderings are local-search starts (exact ranking is cheap up to 8 tasks)

@@ -19,7 +19,7 @@ import pytest
 from helpers import lll, tiny_pool_yaml
 from optuna.trial import TrialState
 
-from search.graph_model import GraphModel, ModelParams
+from search.graph_model import STIFFENING_KAPPA, GraphModel, ModelParams, default_params
 from search.order_rules import RULES, rule_order
 from search.permutation_sampler import PermutationSampler
 from search.space import SearchSpace
@@ -113,6 +113,23 @@ def test_sampler_history_takes_each_value_relative_to_its_strategy():
     one.suggest(trial)
     single.tell(trial, 0.5)
     assert PermutationSampler(TASKS).history(single)[0] == {tuple(TASKS): 0.5}  # one strategy: raw values
+
+
+def test_unfitted_graph_model_stiffens_for_penalty_strategies():
+    """A quadratic penalty grows with every finished task (EWC, SI, MAS, L2, ...): the unfitted
+    model lets later trainings move the network less; replay- or gradient-based ones do not."""
+    for name in ("ewc", "online-ewc", "si", "mas", "l2", "rwalk"):
+        assert default_params(name).kappa == STIFFENING_KAPPA > 0, name
+    for name in ("naive", "joint", "agem", "replay", "lwf", None, "no-such-strategy"):
+        assert default_params(name).kappa == 0.0, name
+    import networkx as nx
+
+    from search.affinity import Evidence, build_graph
+
+    g = build_graph(TASKS, Evidence(), meta={"strategy": "ewc"})
+    assert GraphModel.from_graph(g).params.kappa == STIFFENING_KAPPA
+    assert GraphModel.from_graph(g, strategy="naive").params.kappa == 0.0
+    assert GraphModel.from_graph(nx.DiGraph(g)).params.kappa == STIFFENING_KAPPA  # the attribute travels
 
 
 def test_every_rule_returns_a_valid_ordering():
