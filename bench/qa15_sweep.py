@@ -35,6 +35,23 @@ def diagnose(pool, model) -> None:
             for k, p in enumerate(att)
         )
     )
+    print("qa15 mean max attention per hop: " + " ".join(f"{float(p.max(-1).values.mean()):.2f}" for p in att))
+    x1 = pool["qa1"].x_test
+    print("qa1 mean max attention per hop: " + " ".join(f"{float(p.max(-1).values.mean()):.2f}" for p in attention(model, x1)))
+    saved = model.temporal.detach().clone()
+    model.temporal.zero_()
+    att0 = attention(model, x)
+    acc0 = float((model(x, "qa15").argmax(1) == y).float().mean())
+    model.temporal.copy_(saved)
+    print(
+        f"qa15 with the temporal terms zeroed: acc {acc0:.3f} "
+        + " ".join(
+            f"h{k + 1}[is {float(p[ar, is_row].mean()):.2f} fear {float(p[ar, fear_row].mean()):.2f}]"
+            for k, p in enumerate(att0)
+        )
+    )
+    t = saved.norm(dim=-1)
+    print("temporal norm per table, slots 0..7: " + " | ".join(" ".join(f"{v:.1f}" for v in r[:8]) for r in t))
     pred = model(x, "qa15").argmax(1)
     wrong = pred != y
     # a wrong answer that is what the name's species is (hop 1 only), or the answer of another fear fact
