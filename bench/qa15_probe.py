@@ -24,18 +24,12 @@ def attention(model, x: torch.Tensor) -> list[torch.Tensor]:
     story, question = x[:, :-1], x[:, -1]
     present = (story != 0).any(-1)
     mem = (model._encode(story) + model.temporal.transpose(0, 1)).unbind(-2)
-    step = 1 if getattr(model, "tying", "adjacent") == "adjacent" else 2
     u = model._encode(question)[:, 0]
     out = []
     for k in range(model.hops):
-        import os
-
-        sc = (mem[k * step] * u.unsqueeze(1)).sum(-1)
-        if os.environ.get("LLL_SCALE"):
-            sc = sc / float(os.environ["LLL_SCALE"])
-        p = sc.masked_fill(~present, -1e9).softmax(-1)
+        p = (mem[k] * u.unsqueeze(1)).sum(-1).masked_fill(~present, -1e9).softmax(-1)
         out.append(p)
-        u = (u if getattr(model, 'hop_map', None) is None else model.hop_map(u)) + (p.unsqueeze(-1) * mem[k * step + 1]).sum(1)
+        u = u + (p.unsqueeze(-1) * mem[k + 1]).sum(1)
     return out
 
 

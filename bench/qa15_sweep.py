@@ -37,7 +37,8 @@ def diagnose(pool, model) -> None:
     )
     print("qa15 mean max attention per hop: " + " ".join(f"{float(p.max(-1).values.mean()):.2f}" for p in att))
     x1 = pool["qa1"].x_test
-    print("qa1 mean max attention per hop: " + " ".join(f"{float(p.max(-1).values.mean()):.2f}" for p in attention(model, x1)))
+    peaks = " ".join(f"{float(p.max(-1).values.mean()):.2f}" for p in attention(model, x1))
+    print("qa1 mean max attention per hop: " + peaks)
     saved = model.temporal.detach().clone()
     model.temporal.zero_()
     att0 = attention(model, x)
@@ -56,7 +57,8 @@ def diagnose(pool, model) -> None:
     wrong = pred != y
     # a wrong answer that is what the name's species is (hop 1 only), or the answer of another fear fact
     species = torch.tensor([answers.index(words[int(x[i, is_row[i], 3]) - 1]) for i in range(len(x))])
-    print(f"qa15 wrong {int(wrong.sum())}/{len(y)}; of them = the name's species {int((wrong & (pred == species)).sum())}")
+    same = int((wrong & (pred == species)).sum())
+    print(f"qa15 wrong {int(wrong.sum())}/{len(y)}; of them = the name's species {same}")
 
 
 def main() -> None:
