@@ -2,7 +2,7 @@
 naive (mean accuracy on each task right after training it) and joint (qa15 at the end, ACC),
 with wall-clock times. Writes one line per run to stdout.
 
-    python bench/qa15_sweep.py --seed 0 [--epochs 20 --lr 0.003 --batch-size 32 --hidden 50,50,50]
+    python bench/qa15_sweep.py --seed 0 [--strategies joint] [--set lr=0.006 --set "hidden=[50,50]" ...]
 """
 
 from __future__ import annotations
