@@ -418,6 +418,13 @@ def test_model_interface_and_per_sample_gradients(tiny_babi: TaskPool) -> None:
         model_for_pool(tiny_babi, (16, 16), "growing", "he", seed=0)
     per_task = model_for_pool(tiny_babi, (16, 16), "per-task", "he", seed=0)
     assert not per_task.shared_head and per_task.head("qa1") is not per_task.head("qa6")
+    # The answer read-out is residual (u^K + ReLU(R[..])): with R silenced the answer still sees the
+    # memory (before, every answer passed the ReLU and two-hop qa15 stalled at 50 % under joint training).
+    with torch.no_grad():
+        model.readout.weight.zero_()
+        model.readout.bias.zero_()
+    silenced = model.features(x)
+    assert silenced.abs().sum() > 0 and not torch.equal(silenced[0], silenced[1])
 
 
 # Explicit training settings (not the pool's defaults, which may change): enough for every strategy
