@@ -489,5 +489,6 @@ def test_forgetting_bench_writes_its_figure(tmp_path: Path, monkeypatch, capsys)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads(data.read_text())
     assert saved["watch"] == "qa6" and len(saved["naive"]["rows"]) == 9 and len(saved["joint"]["R"]) == 9
+    assert len(saved["joint_restart"]["R"]) == 9
     printed = capsys.readouterr().out
     assert "accuracy on qa6 (%) after each task" in printed and "joint: ACC" in printed

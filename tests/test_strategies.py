@@ -195,3 +195,37 @@ def test_make_strategy_rejects_bad_configs() -> None:
     with pytest.raises(LLLError, match="memory_size"):
         make_strategy(StrategyConfig(name="replay", options={"memory_size": 0}))
     assert make_strategy(StrategyConfig(name="ewc", lam=0.0)).lam == 0.0  # 0 is allowed (= naive)
+
+
+def test_joint_restart_starts_every_task_from_the_same_initialisation(tiny_pool: TaskPool) -> None:
+    """joint:restart=true: before every task the weights are the first task's starting weights again
+    (row t of R is the multi-task model of tasks 1..t); the kept initialisation survives a saved
+    state (prefix cache, checkpoints); without it joint warm-starts; a non-boolean is one line."""
+    from pipeline.runner import MemoryPrefixCache
+
+    a, b, c = (tiny_pool[n] for n in tiny_pool.names)
+    for restart in (True, False):
+        model = MLP(a.x_train[0].numel(), (16,), {t: 10 for t in tiny_pool.names}, shared_head=True)
+        he_init(model)
+        s = make_strategy(StrategyConfig(name="joint", options={"restart": restart}))
+        s.before_task(model, a)
+        w0 = {k: v.clone() for k, v in model.state_dict().items()}
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        s.after_task(model, a)
+        fresh = make_strategy(StrategyConfig(name="joint", options={"restart": restart}))
+        fresh.load_state_dict(s.state_dict())  # as a cached prefix or a checkpoint restores it
+        fresh.before_task(model, b)
+        same = all(torch.equal(v, w0[k]) for k, v in model.state_dict().items())
+        assert same is restart
+    train = TrainConfig(epochs=1, hidden=(16,))
+    cfg = StrategyConfig(name="joint", options={"restart": True})
+    order = [a.name, b.name, c.name]
+    alone = run_ordering(tiny_pool, order, cfg, train, seed=3)
+    cache = MemoryPrefixCache()
+    run_ordering(tiny_pool, order[:2], cfg, train, seed=3, cache=cache)
+    reused = run_ordering(tiny_pool, order, cfg, train, seed=3, cache=cache)
+    assert reused.trained == 1 and torch.equal(torch.tensor(reused.rmatrix.values), torch.tensor(alone.rmatrix.values))
+    with pytest.raises(LLLError, match="restart must be true or false"):
+        make_strategy(StrategyConfig(name="joint", options={"restart": 2}))
