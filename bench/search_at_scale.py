@@ -16,7 +16,9 @@ ordering of the top 1% is proposed (censored at --cap). Median over --reps sampl
   measured from the T² single-task and pair trainings (rows after [a] and [a, b] of seed 0 in the
   ground truth's prefix tree — the same trainings `lll affinity` runs), its best orderings
   (graph model and the rules, search/graph_seed.py) enqueued first, and the graph model's
-  prediction a GP feature.
+  prediction a GP feature;
+* ``model+seed`` / ``model+feature`` — the two halves of ``model+graph`` alone (the seeded orderings
+  only; the GP's graph feature only), to tell which one helps or hurts.
 
 Also: the rank among 5,040 of each published rule's ordering and of the graph model's top pick
 (default parameters: the pair trainings only, no search), and the out-of-sample Spearman ρ of the
@@ -59,7 +61,7 @@ from search.study import make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 OUT = Path(__file__).resolve().parent / "out"
-KINDS = ("random", "tpe", "model", "model+graph")
+KINDS = ("random", "tpe", "model", "model+graph", "model+seed", "model+feature")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,15 +137,16 @@ def lookup(
     elif kind == "tpe":
         sampler = make_sampler(seed)
     else:
-        sampler = PermutationSampler(tasks, seed=seed)
+        sampler = PermutationSampler(tasks, seed=seed, use_graph=kind != "model+seed")
     study = optuna.create_study(direction="maximize", sampler=sampler)
-    if kind == "model+graph":
+    if kind in ("model+graph", "model+seed", "model+feature"):
         g = build_graph(tasks, evidence, meta={"strategy": strategy})
         study.set_user_attr(
             "affinity_evidence", {"strategy": {"name": strategy}, "seeds": [0], "evidence": evidence.to_dict()}
         )
-        for o, _ in candidate_orderings(g, GraphModel.from_graph(g)):
-            study.enqueue_trial(space.trial_params(o, "naive", None))
+        if kind != "model+feature":
+            for o, _ in candidate_orderings(g, GraphModel.from_graph(g)):
+                study.enqueue_trial(space.trial_params(o, "naive", None))
     seen: set[tuple] = set()
     for n in range(1, cap + 1):
         trial = study.ask()
