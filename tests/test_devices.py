@@ -57,7 +57,7 @@ def test_pick_device_with_a_visible_gpu(visible_gpus) -> None:
     assert pick_device("cpu") == torch.device("cpu")  # an explicit CPU wins over a visible GPU
 
 
-def test_worker_reports_the_device_it_trains_on(visible_gpus) -> None:
+def test_worker_reports_the_device_it_trains_on(visible_gpus, monkeypatch) -> None:
     worker = TrialWorker(SPEC.model_dump_json(), cache_bytes=0)
     # No GPU: the worker says cpu, and its training run really is on the CPU.
     assert worker.info()["device"] == "cpu"
@@ -66,10 +66,17 @@ def test_worker_reports_the_device_it_trains_on(visible_gpus) -> None:
     assert "error" not in started
     assert worker.run.device == torch.device("cpu")
     assert {p.device for p in worker.run.model.parameters()} == {torch.device("cpu")}
-    # With a GPU visible to the actor (Ray sets CUDA_VISIBLE_DEVICES to its share) it says cuda,
-    # the device pick_device("auto") gives every run it starts.
+    # An actor given a GPU share sees it from the start (Ray sets CUDA_VISIBLE_DEVICES before the
+    # actor is built): with --device auto it says cuda, the device every run it starts gets; with
+    # --device cpu it says cpu. (The GPU and its free memory are pretended.)
+    import pipeline.lockstep
+
     visible_gpus(1)
-    assert worker.info()["device"] == "cuda" == pick_device(TrainConfig().device).type
+    monkeypatch.setattr(pipeline.lockstep, "free_memory", lambda device: 8 << 30)
+    on_gpu = TrialWorker(SPEC.model_dump_json(), cache_bytes=0, device="auto")
+    assert on_gpu.info()["device"] == "cuda" == pick_device(TrainConfig().device).type
+    on_cpu = TrialWorker(SPEC.model_dump_json(), cache_bytes=0, device="cpu").info()
+    assert on_cpu["device"] == "cpu" and on_cpu["population"] <= pipeline.lockstep.CPU_CAP  # sized for the CPU
 
 
 def test_gpus_per_worker_is_checked_against_the_machine_or_cluster(visible_gpus) -> None:
