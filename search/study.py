@@ -36,13 +36,16 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     else:
         kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}} if "postgres" in url else {}
     try:
-        for attempt in range(3):  # two commands creating the same fresh SQLite file race once
+        # Commands creating the same fresh SQLite file at once race for the schema: the losers see
+        # a locked database or the winner's rows (IntegrityError); by the retry the schema exists.
+        for attempt in range(5):
             try:
                 return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
             except Exception as exc:
-                if not url.startswith("sqlite") or "OperationalError" not in type(exc).__name__ or attempt == 2:
+                racing = type(exc).__name__ in ("OperationalError", "IntegrityError")
+                if not url.startswith("sqlite") or not racing or attempt == 4:
                     raise
-                time.sleep(0.5 * (attempt + 1))
+                time.sleep(0.3 * (attempt + 1))
         raise AssertionError("unreachable")
     except ImportError as exc:
         raise LLLError(
