@@ -15,7 +15,7 @@ checked directly:
    parameters; out-of-sample Spearman ρ after fitting to 30 orderings, median of 20 draws), for
    the truth of each seed and the seed mean, previous vs current model. Evidence: seed 0's pairs.
 
-"Previous model" = search/graph_model.py at commit :data:`LEGACY` (loaded with ``git show``).
+"Previous model" = search/graph/model.py at commit :data:`LEGACY` (loaded with ``git show``).
 
     python bench/graph_model_probe.py            # ≈ 1 min; writes bench/out/graph_model_probe.{txt,json}
     python bench/graph_model_probe.py --extra-parts bench/out/ground_truth_parts   # + finished, unmerged seeds
@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.search_at_scale import evidence_from_tree, graph_picks, spearman_oos, truth_for  # noqa: E402
-from search.affinity import build_graph  # noqa: E402
-from search.graph_model import GraphModel  # noqa: E402
+from search.graph.affinity import build_graph  # noqa: E402
+from search.graph.model import GraphModel  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 LEGACY = "1ae3d70"  # the previous graph model (erosion from solo towards the last task's transfer)
@@ -53,13 +53,13 @@ LEGACY = "1ae3d70"  # the previous graph model (erosion from solo towards the la
 def legacy_model_of():
     """``from_graph`` of the previous model, loaded from git (None when git cannot show it)."""
     res = subprocess.run(
-        ["git", "show", f"{LEGACY}:search/graph_model.py"], cwd=ROOT, capture_output=True, text=True, check=False
+        ["git", "show", f"{LEGACY}:search/graph/model.py"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     if res.returncode != 0:
         return None
     mod = types.ModuleType("legacy_graph_model")
     sys.modules[mod.__name__] = mod
-    exec(compile(res.stdout, f"{LEGACY}:search/graph_model.py", "exec"), mod.__dict__)
+    exec(compile(res.stdout, f"{LEGACY}:search/graph/model.py", "exec"), mod.__dict__)
     return mod.GraphModel.from_graph
 
 

@@ -13,7 +13,7 @@ On the default pool (mixed-mnist, 5 tasks, 120 orderings):
    and on the seed mean; then with weights fitted on 24 random orderings (a default study's budget)
    and scored on the other 96 (out of sample), median over 20 draws.
 4. Trials-to-best with and without --seed-from-graph: an Optuna study with the search's own
-   sampler (search.study.make_sampler) and search space, whose objective LOOKS UP the seed-mean ACC
+   sampler (search.study.storage.make_sampler) and search space, whose objective LOOKS UP the seed-mean ACC
    of the suggested ordering in the ground-truth table (no training: a simulated search). Seeded
    studies get the graph's top-k orderings enqueued first, exactly as `lll search
    --seed-from-graph` does. Median over several sampler seeds; a study that never suggests the
@@ -40,7 +40,7 @@ from scipy.stats import spearmanr
 from pipeline.config import StrategyConfig, TrainConfig
 from pipeline.runner import MemoryPrefixCache, run_ordering
 from pipeline.strategies import strategy_class
-from search.affinity import (
+from search.graph.affinity import (
     FEATURES,
     all_scores,
     best_orderings,
@@ -49,9 +49,9 @@ from search.affinity import (
     fit_weights,
     path_features,
 )
-from search.affinity_runs import AffinityMeasurement, enqueue_orderings, measure_affinity
-from search.space import SearchSpace
-from search.study import make_sampler
+from search.orders.space import SearchSpace
+from search.study.affinity_runs import AffinityMeasurement, enqueue_orderings, measure_affinity
+from search.study.storage import make_sampler
 from tasks.registry import load_pool
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

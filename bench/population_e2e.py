@@ -36,7 +36,7 @@ def timed_search(population: str, pool: str) -> dict:
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
         res = subprocess.run(
-            [sys.executable, "-m", "search.cli", "search", *args, "--population", population, "--study", "e2e"],
+            [sys.executable, "-m", "search.cli.app", "search", *args, "--population", population, "--study", "e2e"],
             cwd=tmp,
             env=env,
             capture_output=True,

@@ -5,17 +5,17 @@ cache, naive and EWC, seeds 0 and 1); an ordering's value is its seed-mean ACC o
 ground truth holds. "Top 1%" = the 50 best of 5,040.
 
 (a) Lookup. Each sampler proposes orderings one trial at a time through lll's own search space
-(``search.space.SearchSpace``: Lehmer digits, suffix first) in an Optuna study, and each proposal
+(``search.orders.space.SearchSpace``: Lehmer digits, suffix first) in an Optuna study, and each proposal
 is *looked up* in the ground truth (no training), as bench/search_efficiency.py does, until an
 ordering of the top 1% is proposed (censored at --cap). Median over --reps sampler seeds of:
 
 * ``random``      — Optuna's RandomSampler;
-* ``tpe``         — today's search (``search.study.make_sampler``: multivariate TPE, constant liar);
-* ``model``       — search/permutation_sampler.py (GP over orderings, EI by local search);
+* ``tpe``         — today's search (``search.study.storage.make_sampler``: multivariate TPE, constant liar);
+* ``model``       — search/propose/sampler.py (GP over orderings, EI by local search);
 * ``model+graph`` — the same, seeded as ``lll search --seed-from-graph`` does: the affinity graph
   measured from the T² single-task and pair trainings (rows after [a] and [a, b] of seed 0 in the
   ground truth's prefix tree — the same trainings `lll affinity` runs), its best orderings
-  (graph model and the rules, search/graph_seed.py) enqueued first, and the graph model's
+  (graph model and the rules, search/study/graph_seed.py) enqueued first, and the graph model's
   prediction a GP feature;
 * ``model+seed`` / ``model+feature`` — the two halves of ``model+graph`` alone (the seeded orderings
   only; the GP's graph feature only), to tell which one helps or hurts.
@@ -51,13 +51,13 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from search.affinity import Evidence, build_graph, evidence_from_rows
-from search.graph_model import GraphModel
-from search.graph_seed import candidate_orderings
-from search.order_rules import RULES, dissimilarity_from_graph, rule_order
-from search.permutation_sampler import PermutationSampler
-from search.space import SearchSpace
-from search.study import make_sampler
+from search.graph.affinity import Evidence, build_graph, evidence_from_rows
+from search.graph.model import GraphModel
+from search.graph.rules import RULES, dissimilarity_from_graph, rule_order
+from search.orders.space import SearchSpace
+from search.propose.sampler import PermutationSampler
+from search.study.graph_seed import candidate_orderings
+from search.study.storage import make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 OUT = Path(__file__).resolve().parent / "out"

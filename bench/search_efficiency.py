@@ -3,7 +3,7 @@
 Ground truth: the final ACC of every ordering of the default pool (exhaustive enumeration through the
 prefix cache, averaged over seeds), read from bench/order_effect.py's JSON or computed here.
 Then each sampler proposes orderings one trial at a time through lll's own search space (Lehmer code,
-`search.study.make_sampler`), and each proposed ordering is *looked up* in the ground-truth table —
+`search.study.storage.make_sampler`), and each proposed ordering is *looked up* in the ground-truth table —
 the measured ACC of that ordering, not a model of it — until one within --within points of the best
 is proposed. Median over --reps sampler seeds, for naive and EWC. Target: TPE needs at most half the trials of random.
 
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import optuna
 
-from search.space import SearchSpace
-from search.study import make_sampler
+from search.orders.space import SearchSpace
+from search.study.storage import make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -30,7 +30,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 def exhaustive_truth(pool_name: str, strategy: str, seeds: list[int], epochs: int | None) -> dict[tuple, float]:
     from pipeline.config import StrategyConfig, TrainConfig
     from pipeline.runner import MemoryPrefixCache, run_ordering
-    from search.ordering import all_orderings
+    from search.orders.lehmer import all_orderings
     from tasks.registry import load_pool
 
     pool = load_pool(pool_name)

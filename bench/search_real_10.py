@@ -33,7 +33,7 @@ def one_search(pool: str, sampler: str, repeat: int, args, work: Path) -> dict:
     import optuna
 
     study = f"{sampler}-{repeat}"
-    cmd = [sys.executable, "-m", "search.cli", "search", "--pool", pool, "--strategies", "naive"]
+    cmd = [sys.executable, "-m", "search.cli.app", "search", "--pool", pool, "--strategies", "naive"]
     cmd += ["--trials", str(args.trials), "--seeds", str(args.seeds), "--seed", str(repeat), "--workers", "2"]
     cmd += ["--sampler", sampler, "--study", study, "--epochs", str(args.epochs), "--no-prune"]
     cmd += ["--storage", f"sqlite:///{work}/optuna.db", "--tracking-uri", f"sqlite:///{work}/mlflow.db"]
@@ -60,7 +60,18 @@ def recheck(pool: str, order: list[str], args, work: Path) -> dict:
     """The best ordering a search found, retrained on fresh seeds (`lll run --seeds`): its ACC free
     of the winner's curse (the search kept the luckiest of many noisy values) and its seed noise."""
     out = work / "recheck.json"
-    cmd = [sys.executable, "-m", "search.cli", "run", "--pool", pool, "--strategy", "naive", "--order", ",".join(order)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "search.cli.app",
+        "run",
+        "--pool",
+        pool,
+        "--strategy",
+        "naive",
+        "--order",
+        ",".join(order),
+    ]
     cmd += ["--seeds", args.recheck_seeds, "--epochs", str(args.epochs), "--out", str(out)]
     cmd += ["--tracking-uri", f"sqlite:///{work}/mlflow.db"]
     if args.train_per_task:

@@ -9,7 +9,7 @@ Points and their context today:
 
 * ``train_unit`` (pipeline/units.py, a worker asked to train a unit): ``task`` = the unit's last
   task, ``order`` = the unit's ordering joined by ``,``.
-* ``after_record`` (search/driver.py, the search driver): ``trial`` = the number of a trial that
+* ``after_record`` (search/study/driver.py, the search driver): ``trial`` = the number of a trial that
   is recorded in MLflow and not yet told to Optuna — the window resume must handle, e.g.
   ``LLL_FAULT=kill-on-trial@after_record:2``.
 

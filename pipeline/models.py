@@ -161,7 +161,7 @@ class CNN(HeadedNet):
 class UserModel(HeadedNet):
     """The user's network from ``factory(input_shape, n_classes)`` under the convention in the
     module docstring. Its spec names the factory, so :func:`build_model` rebuilds it anywhere the
-    factory's module can be imported (Ray workers get it shipped: see search/cluster.py)."""
+    factory's module can be imported (Ray workers get it shipped: see search/study/cluster.py)."""
 
     def __init__(
         self, factory: str, input_shape: Sequence[int], heads: dict[str, int], shared_head: bool, growing=None

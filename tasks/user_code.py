@@ -6,7 +6,7 @@ dataset's domains, splits of their images, features from a frozen encoder). The 
 labels) or ``{task: (train_dataset, test_dataset)}``; everything is checked here once, so a wrong
 shape or label is one line naming the task and the fix, not a traceback deep in training.
 
-Modules imported through :func:`import_object` are remembered so that ``search/cluster.py`` can
+Modules imported through :func:`import_object` are remembered so that ``search/study/cluster.py`` can
 ship them to Ray workers (``runtime_env={"py_modules": ...}``): the same import then works on a
 cluster whose nodes do not have the user's files.
 """

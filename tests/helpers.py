@@ -13,7 +13,7 @@ LLL_ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "COLUMNS": "1
 
 
 def lll(*args: str, cwd: Path, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-    """Run ``lll ARGS`` (as ``python -m search.cli``, so no installed script is needed) in ``cwd``."""
+    """Run ``lll ARGS`` (as ``python -m search.cli.app``, so no installed script is needed) in ``cwd``."""
     return subprocess.run(
         [sys.executable, "-m", "search.cli", *args],
         cwd=cwd,

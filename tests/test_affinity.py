@@ -21,7 +21,7 @@ from optuna.trial import TrialState, create_trial
 from pipeline.config import StrategyConfig, TrainConfig
 from pipeline.runner import MemoryPrefixCache, run_ordering
 from pipeline.strategies import strategy_class
-from search.affinity import (
+from search.graph.affinity import (
     Evidence,
     PathWeights,
     _value,
@@ -43,11 +43,11 @@ from search.affinity import (
     trial_outcomes,
     write_graphml,
 )
-from search.affinity_runs import AffinityRequest, enqueue_orderings, run_affinity, summary_lines
-from search.graph_model import GraphModel
-from search.graph_seed import SEED_ORDERINGS
-from search.launch import SearchRequest, run_search
-from search.space import SearchSpace
+from search.graph.model import GraphModel
+from search.orders.space import SearchSpace
+from search.study.affinity_runs import AffinityRequest, enqueue_orderings, run_affinity, summary_lines
+from search.study.graph_seed import SEED_ORDERINGS
+from search.study.launch import SearchRequest, run_search
 from tasks.errors import LLLError
 from tasks.registry import load_pool
 
@@ -226,7 +226,7 @@ def test_best_orderings_are_exact_up_to_twelve_tasks() -> None:
     assert "dynamic programming" in method9
     names = json.loads(g9.graph["tasks"])
     perms = np.array(list(itertools.permutations(range(9))))
-    from search.affinity import edge_weights
+    from search.graph.affinity import edge_weights
 
     _, w = edge_weights(g9)
     assert top9[0][1] == pytest.approx(float(w[perms[:, :-1], perms[:, 1:]].sum(axis=1).max()))
@@ -301,7 +301,7 @@ def test_lll_affinity_measures_writes_and_recommends(workdir: Path) -> None:
     assert sorted(g.nodes) == ["permuted", "rot90", "upright"] and g.number_of_edges() == 6
     assert all(d["n_measured"] == 2 and d["n_harvested"] == 0 for *_, d in g.edges(data=True))
     assert "3 single-task and 6 pair orderings" in res.stdout and "9 task-trainings run" in res.stdout
-    best, _ = GraphModel.from_graph(g).top()  # --recommend ranks by the graph model (search/graph_model.py)
+    best, _ = GraphModel.from_graph(g).top()  # --recommend ranks by the graph model (search/graph/model.py)
     assert f"recommended order: {' → '.join(best[0][0])}" in res.stdout
     assert "default parameters" in res.stdout
     # Ray workers measured exactly what a direct run of [upright] and [upright, rot90] gives.

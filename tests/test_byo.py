@@ -288,7 +288,7 @@ def test_example_search_export_rerun(example_dir):
 
 
 def test_user_modules_are_shipped_to_ray_workers(tmp_path, monkeypatch):
-    from search.cluster import runtime_env
+    from search.study.cluster import runtime_env
 
     name = module(tmp_path, monkeypatch, TASKS_SRC.format(seed=0))
     factory_pool(name)

@@ -25,7 +25,7 @@ from pipeline.expansion import pack_bits, unpack_bits
 from pipeline.runner import PrefixState, run_ordering
 from pipeline.strategies import make_strategy
 from pipeline.train import evaluate
-from search.recording import step_series
+from search.study.recording import step_series
 from tasks.errors import LLLError
 from tasks.pool import PoolSpec, build_pool
 from tasks.registry import load_pool

@@ -14,7 +14,7 @@ import torch
 from pipeline.config import StrategyConfig, TrainConfig
 from pipeline.train import pick_device
 from pipeline.workers import TrialWorker
-from search.cluster import check_gpus
+from search.study.cluster import check_gpus
 from tasks.errors import LLLError
 from tasks.pool import PoolSpec
 

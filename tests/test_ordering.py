@@ -8,9 +8,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.ordering import all_orderings, code_to_order, common_prefix, lehmer_decode, lehmer_encode, order_to_code
-from search.space import SearchSpace
-from search.study import make_sampler
+from search.orders.lehmer import (
+    all_orderings,
+    code_to_order,
+    common_prefix,
+    lehmer_decode,
+    lehmer_encode,
+    order_to_code,
+)
+from search.orders.space import SearchSpace
+from search.study.storage import make_sampler
 from tasks.errors import LLLError
 
 TASKS = ["a", "b", "c", "d", "e"]

@@ -19,10 +19,10 @@ import pytest
 from helpers import lll, tiny_pool_yaml
 from optuna.trial import TrialState
 
-from search.graph_model import STIFFENING_KAPPA, GraphModel, ModelParams, default_params
-from search.order_rules import RULES, rule_order
-from search.permutation_sampler import PermutationSampler
-from search.space import SearchSpace
+from search.graph.model import STIFFENING_KAPPA, GraphModel, ModelParams, default_params
+from search.graph.rules import RULES, rule_order
+from search.orders.space import SearchSpace
+from search.propose.sampler import PermutationSampler
 
 TASKS = [f"t{i}" for i in range(5)]
 
@@ -124,7 +124,7 @@ def test_unfitted_graph_model_stiffens_for_penalty_strategies():
         assert default_params(name).kappa == 0.0, name
     import networkx as nx
 
-    from search.affinity import Evidence, build_graph
+    from search.graph.affinity import Evidence, build_graph
 
     g = build_graph(TASKS, Evidence(), meta={"strategy": "ewc"})
     assert GraphModel.from_graph(g).params.kappa == STIFFENING_KAPPA

@@ -1,4 +1,4 @@
-"""The one scheduler (search/scheduler.py) and what rests on it: prefix-affinity dispatch, one
+"""The one scheduler (search/study/scheduler.py) and what rests on it: prefix-affinity dispatch, one
 training per shared unit, retries after lost workers, the SIGKILL window of resume, --population.
 
 The dispatch tests drive the scheduler's own decisions without Ray (slots whose holdings are set
@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from pipeline.units import Unit
-from search.scheduler import Scheduler, Slot, WorkerSpec, unit_key
+from search.study.scheduler import Scheduler, Slot, WorkerSpec, unit_key
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL_YAML = tiny_pool_yaml("tiny-sched", 32, 32)
@@ -193,7 +193,7 @@ def test_bad_population_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_run_search_and_affinity_record_through_one_path() -> None:
-    """Only search/recording.py writes MLflow runs; only pipeline/tracking.py makes a client;
+    """Only search/study/recording.py writes MLflow runs; only pipeline/tracking.py makes a client;
     only RMatrix.from_rows builds R from rows."""
     writers, clients = {}, {}
     for path in [*ROOT.glob("search/**/*.py"), *ROOT.glob("pipeline/**/*.py")]:
@@ -206,16 +206,20 @@ def test_run_search_and_affinity_record_through_one_path() -> None:
                     writers.setdefault(rel, []).append(name)
                 if name == "MlflowClient":
                     clients.setdefault(rel, []).append(name)
-    assert set(writers) == {"search/recording.py"}, writers
+    assert set(writers) == {"search/study/recording.py"}, writers
     assert set(clients) == {"pipeline/tracking.py"}, clients
     for cmd in ("run", "search", "affinity"):
-        text = (ROOT / "search" / "commands" / f"{cmd}.py").read_text()
-        via = {"run": "search.recording", "search": "search.launch", "affinity": "search.affinity_runs"}[cmd]
+        text = (ROOT / "search" / "cli" / "commands" / f"{cmd}.py").read_text()
+        via = {
+            "run": "search.study.recording",
+            "search": "search.study.launch",
+            "affinity": "search.study.affinity_runs",
+        }[cmd]
         assert via in text
-    assert "search.recording" in (ROOT / "search/driver.py").read_text()
-    assert "search.recording" in (ROOT / "search/affinity_runs.py").read_text()
-    assert "search.scheduler" in (ROOT / "search/driver.py").read_text()
-    assert "search.scheduler" in (ROOT / "search/affinity_runs.py").read_text()
+    assert "search.study.recording" in (ROOT / "search/study/driver.py").read_text()
+    assert "search.study.recording" in (ROOT / "search/study/affinity_runs.py").read_text()
+    assert "search.study.scheduler" in (ROOT / "search/study/driver.py").read_text()
+    assert "search.study.scheduler" in (ROOT / "search/study/affinity_runs.py").read_text()
 
 
 @pytest.mark.e2e

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from pipeline.config import StrategyConfig, TrainConfig
 from pipeline.rmatrix import RMatrix
 from pipeline.runner import run_ordering
-from search.launch import SearchRequest, run_search
+from search.study.launch import SearchRequest, run_search
 from tasks.registry import load_pool
 
 pytestmark = pytest.mark.e2e

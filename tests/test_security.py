@@ -27,7 +27,7 @@ from pipeline.config import StrategyConfig
 from pipeline.models import build_model
 from pipeline.strategies import make_strategy
 from pipeline.tracking import mask_url
-from search.cli import parse_options, ui_command
+from search.cli.app import parse_options, ui_command
 from tasks.errors import LLLError
 from tasks.registry import load_pool
 
@@ -123,7 +123,7 @@ def test_ui_default_host_is_loopback(tmp_path):
 def test_local_ray_has_no_dashboard_and_listens_on_loopback_only():
     import ray
 
-    from search.cluster import connect
+    from search.study.cluster import connect
 
     connect(num_cpus=1)
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _open(url: str, barrier, results) -> None:
-    from search.study import open_storage
+    from search.study.storage import open_storage
 
     barrier.wait()  # all at once: the schema-creation race
     try:

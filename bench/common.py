@@ -1,0 +1,148 @@
+"""What the benchmarks share: ground-truth files, enumerating orderings through lll's own scheduler,
+and ranks / Spearman.
+
+Scripts in bench/ import this as ``import common`` (Python puts a script's own folder first on
+``sys.path``, so no path hacks are needed); lll itself is imported as the installed package.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parent / "out"
+
+#: Every ground truth the project has: name → file under bench/out. ``cheap`` is the first, noisier
+#: truth (400/200 images, 3 epochs, one model at a time); ``defaults`` is mixed-mnist-7 at the pool's
+#: training defaults, trained through the scheduler and lockstep path (bench/ground_truth.py).
+TRUTHS = {
+    "cheap": OUT / "ground_truth_mixed-mnist-7.json.gz",
+    "defaults": OUT / "ground_truth_mixed-mnist-7_defaults.json.gz",
+}
+
+
+# ---- ground truths -------------------------------------------------------------------------------
+def load_truth(name_or_path: str | Path = "cheap") -> dict:
+    """A ground-truth document (see bench/ground_truth.py for its keys)."""
+    path = TRUTHS.get(str(name_or_path), Path(name_or_path))
+    with gzip.open(path, "rt") as f:
+        return json.load(f)
+
+
+def seed_runs(doc: dict, strategy: str) -> dict[int, np.ndarray]:
+    """seed → ACC of every ordering (in ``doc["orderings"]`` order) for one strategy."""
+    return {
+        int(run["seed"]): np.asarray(run["acc"], dtype=float)
+        for run in doc["runs"].values()
+        if run["strategy"] == strategy
+    }
+
+
+def seed_mean(doc: dict, strategy: str, seeds: Iterable[int] | None = None) -> np.ndarray:
+    """The truth of an ordering: its ACC averaged over ``seeds`` (default: all the truth's seeds)."""
+    runs = seed_runs(doc, strategy)
+    use = sorted(runs) if seeds is None else list(seeds)
+    missing = [s for s in use if s not in runs]
+    if missing:
+        raise KeyError(f"{strategy}: seeds {missing} not in this ground truth (has {sorted(runs)})")
+    return np.mean([runs[s] for s in use], axis=0)
+
+
+# ---- ranks ---------------------------------------------------------------------------------------
+def ranks(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Rank of each value, 1 = highest; ties share their average rank."""
+    a = np.asarray(values, dtype=float)
+    order = np.argsort(-a, kind="stable")
+    r = np.empty(len(a), dtype=float)
+    r[order] = np.arange(1, len(a) + 1)
+    for v in np.unique(a):  # average ranks over ties
+        same = a == v
+        if same.sum() > 1:
+            r[same] = r[same].mean()
+    return r
+
+
+def spearman(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
+    """Spearman's ρ: the Pearson correlation of the (tie-averaged) ranks."""
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def rank_of(values: np.ndarray, index: int) -> int:
+    """1-based rank of ``values[index]`` among all values (1 = best; ties count in its favour)."""
+    return int((values > values[index]).sum()) + 1
+
+
+# ---- enumerating orderings through the scheduler ---------------------------------------------------
+def all_orderings(names: Sequence[str], first: str | None = None) -> list[tuple[str, ...]]:
+    """Every ordering of ``names`` (optionally those starting with ``first``), lexicographic by
+    index, which walks the prefix tree depth first."""
+    if first is None:
+        return [tuple(p) for p in itertools.permutations(names)]
+    rest = [n for n in names if n != first]
+    return [(first, *p) for p in itertools.permutations(rest)]
+
+
+def train_orderings(
+    pool_spec_json: str,
+    orders: Iterable[tuple[str, ...]],
+    strategy_json: str,
+    train_json: str,
+    seed: int,
+    on_done: Callable[[tuple[str, ...], dict[str, Any]], None],
+    workers: int = 2,
+    population: int | str = "auto",
+    window: int = 64,
+    cache_bytes: int = 1 << 30,
+) -> dict[str, Any]:
+    """Train every ordering in ``orders`` on Ray workers through :class:`search.scheduler.Scheduler`
+    (the code a search runs: prefix affinity, lockstep batches, retries) without Optuna or MLflow.
+
+    Each ordering is one leaf unit; a worker rebuilds whatever part of its prefix it does not hold
+    from its cache, so submitting leaves in lexicographic order walks the tree depth first and trains
+    every prefix about once. At most ``window`` orderings are outstanding. ``on_done(order, result)``
+    gets the worker's result (``rows``: accuracy on every pool task after each prefix). Returns the
+    task-training counts and the workers' info.
+    """
+    from search.cluster import connect
+    from search.scheduler import Scheduler, WorkerSpec
+
+    from pipeline.units import Unit
+
+    connect(None)
+    spec = WorkerSpec(pool_spec_json, cache_bytes=cache_bytes, population=population, device="cpu")
+    sched = Scheduler(spec, workers)
+    todo = iter(orders)
+    outstanding, trained, t0 = 0, 0, time.perf_counter()
+    exhausted = False
+    sched.start()
+    try:
+        while True:
+            while not exhausted and outstanding < window:
+                order = next(todo, None)
+                if order is None:
+                    exhausted = True
+                    break
+                sched.submit(Unit(tuple(order), strategy_json, train_json, seed), tuple(order))
+                outstanding += 1
+            if exhausted and outstanding == 0:
+                break
+            for ev in sched.poll(timeout=1.0):
+                if ev.failure is not None:
+                    raise RuntimeError(f"ordering {ev.unit.order} seed {seed} failed: {ev.failure}")
+                trained += int(ev.result["trained"])
+                outstanding -= 1
+                on_done(ev.unit.order, ev.result)
+        infos = sched.infos()
+    finally:
+        sched.close()
+    return {"trained": trained, "wall_s": time.perf_counter() - t0, "workers": infos}

@@ -1,0 +1,1 @@
+"""One module per `lll` subcommand; search/cli/app.py assembles them."""

@@ -1,0 +1,89 @@
+"""`lll affinity`: the task-affinity graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from search.cli.commands.common import err, out
+
+
+def affinity(
+    pool: Annotated[str | None, typer.Option(help="Pool name or YAML file [default: mixed-mnist]")] = None,
+    study: Annotated[str | None, typer.Option(help="Take pool/settings from this study; harvest its trials")] = None,
+    storage: Annotated[str, typer.Option(help="Optuna storage URL (with --study)")] = "sqlite:///optuna.db",
+    out_path: Annotated[Path, typer.Option("--out", help="GraphML file (a PNG is written beside it)")] = Path(
+        "affinity.graphml"
+    ),
+    recommend: Annotated[bool, typer.Option(help="Print the best-scoring ordering and its score")] = False,
+    strategy: Annotated[str | None, typer.Option(help="Strategy to measure with [default: naive / study's]")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds to measure [default: 1 / the study's]")] = None,
+    seed: Annotated[int | None, typer.Option(help="First seed [default: 0 / the study's]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Ray worker actors [default: one per CPU]")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per task [default: 10 / the study's]")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store [default: the study's; none without]")] = None,
+    measure: Annotated[bool, typer.Option(help="Run the single/pair orderings (--no-measure: study only)")] = True,
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (HOST:PORT)")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="MNIST IDX folder (full MNIST)")] = None,
+    top: Annotated[int, typer.Option(help="How many orderings --recommend lists")] = 3,
+    population: Annotated[
+        str, typer.Option(help="Task-trainings a worker runs at once as one stacked model (K), or auto")
+    ] = "auto",
+    rule: Annotated[
+        str | None, typer.Option(help="With --recommend: periphery-to-core | max-path | greedy instead of the model")
+    ] = None,
+) -> None:
+    """Measure how tasks help (transfer) or hurt (interference) each other; write the task-affinity
+    graph as GraphML + PNG; with --recommend, the ordering the graph scores best."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from search.graph.rules import check_rule
+    from search.study.affinity_runs import AffinityRequest, prepare_affinity, run_affinity, summary_lines
+
+    if rule is not None:
+        check_rule(rule)
+        recommend = True
+
+    req = AffinityRequest(
+        pool=pool,
+        study=study,
+        storage=storage,
+        out=str(out_path),
+        strategy=strategy,
+        seeds=seeds,
+        seed=seed,
+        workers=workers,
+        epochs=epochs,
+        tracking_uri=tracking_uri,
+        measure=measure,
+        ray_address=ray_address,
+        data_dir=data_dir,
+        top=top,
+        population=population,
+    )
+    prepared = prepare_affinity(req)  # bad input fails here, before the progress bar and Ray start
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        bar = progress.add_task("affinity runs", total=None)
+
+        def on_progress(done: int, total: int, what: str) -> None:
+            progress.update(bar, completed=done, total=total, description=f"affinity runs (last: {what})")
+
+        result = run_affinity(req, on_progress, prepared)
+    lines = summary_lines(result, False)
+    if recommend:  # the graph model of final accuracy (fitted to --study's trials) or a published rule
+        from search.graph.affinity import trial_outcomes
+        from search.study.graph_seed import recommend_lines
+
+        st = prepared[1]
+        outcomes = trial_outcomes(st.get_trials(deepcopy=False), result.settings["strategy"]) if st else []
+        lines += recommend_lines(result.graph, outcomes, rule, top)
+    for line in lines:
+        out.print(line, markup=False, highlight=False)
+    from search.cli.commands.search import workers_line
+
+    line = workers_line(result.measurement.workers if result.measurement else [])
+    if line:
+        out.print(line, markup=False, highlight=False)

@@ -1,0 +1,23 @@
+"""`lll report`: a study's plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from search.cli.commands.common import open_study, out
+
+
+def report(
+    study: Annotated[str, typer.Option(help="Study name")],
+    storage: Annotated[str, typer.Option(help="Optuna storage URL")] = "sqlite:///optuna.db",
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the plots")] = Path("report"),
+) -> None:
+    """Draw a study's plots (Pareto front, ACC distribution, history, recommended R) to a folder."""
+    from search.study.report import write_report
+
+    files = write_report(open_study(study, storage), out_dir)
+    for f in files:
+        out.print(f"wrote {f}")

@@ -1,1 +1,0 @@
-"""One module per `lll` subcommand; search/cli.py assembles them."""

@@ -1,0 +1,1 @@
+"""Proposing orderings: the permutation GP and the Optuna sampler built on it."""

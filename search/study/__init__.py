@@ -1,0 +1,1 @@
+"""Running a study: storage, Ray scheduling, the search driver, ask/tell, MLflow recording, resume."""

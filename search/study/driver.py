@@ -1,0 +1,307 @@
+"""The search driver: a short loop of ask → units → results → record → tell.
+
+The pieces live in their own modules: the Optuna side (ask/tell, pruning) in
+:mod:`search.study.optuna_bridge`, the units-to-workers side (prefix affinity, lockstep batches,
+retries, lost workers) in :mod:`search.study.scheduler`, the MLflow writes in :mod:`search.study.recording`
+(on one background thread, off the critical path) and the recovery of a killed search in
+:mod:`search.study.resume`. Every finished trial is recorded in MLflow *before* it is told to Optuna,
+so a search killed at any moment resumes without losing or repeating a finished trial.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from pipeline.config import TrainConfig
+from pipeline.faults import fault_point
+from pipeline.rmatrix import RMatrix
+from pipeline.units import Unit
+from search.orders.space import SearchSpace
+from search.study.optuna_bridge import BEST_LABEL, OptunaBridge, TrialRun
+from search.study.recording import Recorder, StudyContext, trial_record
+from search.study.resume import recover
+from search.study.scheduler import Event, Scheduler, WorkerSpec
+from search.study.storage import finished_trials, mark_interrupted
+from tasks.errors import LLLError
+
+warnings.filterwarnings("ignore", message=".*is already reported.*")
+
+HEARTBEAT = 5.0  # seconds between progress callbacks when nothing finishes
+ASK_CHUNK = 8  # trials asked per turn of the loop
+
+
+@dataclass
+class SearchConfig:
+    study: str
+    storage: str
+    tracking_uri: str | None
+    experiment: str
+    pool_name: str
+    pool_spec_json: str
+    pool_fingerprint: str
+    tasks: list[str]
+    space: SearchSpace
+    objective: str = "acc"
+    trials: int = 30
+    time_budget: float | None = None
+    workers: int = 2
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    seeds: int = 1
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoints: str = "final"
+    prune: bool = True
+    exhaustive: bool = False
+    data_dir: str | None = None
+    download: bool = False
+    max_retries: int = 2
+    cache_bytes: int = 1 << 30
+    population: int | str = "auto"
+
+
+@dataclass
+class SearchSummary:
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    retried: int = 0
+    trained: int = 0  # task-trainings run by workers
+    reused: int = 0  # task-trainings taken from a worker's prefix cache
+    rebuilt: int = 0  # extra task-trainings: a prefix trained again on a worker that did not hold it
+    saved_by_pruning: int = 0  # task-trainings not run because a trial was pruned
+    recovered: int = 0  # stale trials found already recorded on resume
+    requeued: int = 0  # stale trials re-run on resume
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    workers: list[dict[str, Any]] = field(default_factory=list)  # each worker's info (device, population K)
+    timing: dict[str, float] = field(default_factory=dict)  # driver seconds: ask, tell, record (thread), wait
+
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class SearchDriver:
+    def __init__(
+        self, cfg: SearchConfig, study: optuna.Study, parent_run_id: str | None, progress: Progress | None = None
+    ) -> None:
+        self.cfg, self.study, self.parent_run_id, self.progress = cfg, study, parent_run_id, progress
+        self.summary = SearchSummary()
+        seeds = [cfg.seed + k for k in range(cfg.seeds)]
+        self.bridge = OptunaBridge(
+            study, cfg.space, cfg.objective, cfg.prune, seeds, cfg.train.model_dump_json(), cfg.checkpoints
+        )
+        spec = WorkerSpec(
+            cfg.pool_spec_json,
+            cfg.data_dir,
+            cfg.download,
+            cfg.cache_bytes,
+            cfg.cpus_per_worker,
+            cfg.gpus_per_worker,
+            cfg.population,
+            cfg.train.device,
+        )
+        self.sched = Scheduler(spec, cfg.workers, cfg.max_retries, memo=cfg.cache_bytes > 0)
+        self.recorder = Recorder(cfg.tracking_uri)
+        self.ctx = StudyContext(
+            cfg.study, cfg.experiment, parent_run_id, cfg.pool_name, cfg.pool_fingerprint, cfg.train, cfg.checkpoints
+        )
+        self.queue: list[TrialRun] = []  # asked, not started
+        self.active: list[TrialRun] = []  # started, not yet told
+        self.t0 = time.perf_counter()
+        self.last_note = 0.0
+        self.asked = 0
+        self.to_run = 0
+        self.done_before = 0
+
+    # ---- budget ------------------------------------------------------------------------------
+    def _time_left(self) -> bool:
+        return self.cfg.time_budget is None or time.perf_counter() - self.t0 < self.cfg.time_budget
+
+    def _fill(self) -> None:
+        """Ask ahead and start trials. Exhaustive: every trial, ASK_CHUNK per turn (workers get
+        their first units while the rest are asked). Otherwise one running trial per worker, as
+        many asked ahead, and a free worker's next trial is the queued one with the longest
+        prefix already trained (the unit table answers that prefix without training)."""
+        cap = self.to_run if self.cfg.exhaustive else self.cfg.workers
+        # Identical candidates (same ordering, strategy and λ) share every unit: they count once.
+        running = len({self._identity(r) for r in self.active if r.state == "running"})
+        want = self.cfg.workers + 1 if not self.cfg.exhaustive else min(cap - running, ASK_CHUNK)
+        while len(self.queue) < want and self.asked < self.to_run and self._time_left():
+            t0 = time.perf_counter()
+            self.queue.append(self.bridge.ask())
+            self.asked += 1
+            self._clock("ask", t0)
+        while running < cap and self.queue:
+            run = max(self.queue, key=self._cached)
+            self.queue.remove(run)
+            self.active.append(run)
+            running = len({self._identity(r) for r in self.active if r.state == "running"})
+            self._next(run)
+
+    @staticmethod
+    def _identity(run: TrialRun) -> tuple:
+        return run.candidate.order, run.candidate.strategy.model_dump_json()
+
+    def _cached(self, run: TrialRun) -> tuple[int, int]:
+        """(tasks of the ordering already trained for its first seed, -trial number): what to start first."""
+        c = run.candidate
+        path = Unit(c.order, c.strategy.model_dump_json(), self.bridge.train_json, run.seeds[0])
+        return self.sched.table.cached_len(path), -run.trial.number
+
+    def _next(self, run: TrialRun) -> None:
+        for unit in self.bridge.units(run):
+            self.sched.submit(unit, run)
+
+    # ---- events ------------------------------------------------------------------------------
+    def _on_event(self, ev: Event) -> None:
+        run: TrialRun = ev.job  # type: ignore[assignment]
+        if run.state != "running":
+            return  # a seed's unit of a trial already failed or pruned
+        if ev.failure is not None:
+            run.node = ev.node or run.node
+            self._finish(run, "failed", ev.failure)
+            return
+        if not self.bridge.take(run, ev.unit.seed, ev.result, ev.node):
+            return
+        if self.bridge.should_prune(run, self.cfg.exhaustive):
+            self._finish(run, "pruned")
+        elif run.step == len(run.candidate.order):
+            self._finish(run, "complete")
+        else:
+            self._next(run)
+
+    def _finish(self, run: TrialRun, state: str, reason: str = "") -> None:
+        """Record the trial (background thread); Optuna is told once the record is written."""
+        self.sched.cancel(run)
+        run.state = "recording"
+        c = run.candidate
+        lam = run.last[run.seeds[0]]["lam"] if run.last else c.strategy.lam
+        sizes = run.last[run.seeds[0]]["sizes"] if run.last else None
+        rmats = run.rmatrices()
+        if state == "complete":
+            metrics = self.bridge.metrics(run)
+            rec = trial_record(
+                self.ctx, run.trial.number, c.order, c.strategy, lam, run.seeds, rmats, state, "FINISHED", metrics,
+                sizes, run.checkpoints, run.node,
+            )  # fmt: skip
+        elif state == "pruned":
+            partial = RMatrix.mean(rmats)
+            metrics = {"running_acc_at_prune": float(partial.values[run.step].mean()), "tasks_done": run.step}
+            rec = trial_record(
+                self.ctx, run.trial.number, c.order, c.strategy, lam, run.seeds, [partial], state, "KILLED", metrics,
+                node=run.node,
+            )  # fmt: skip
+        else:
+            metrics = {}
+            rec = trial_record(
+                self.ctx, run.trial.number, c.order, c.strategy, lam, run.seeds, [], state, "FAILED", {},
+                node=run.node, extra_tags={"fail_reason": reason[:5000]},
+            )  # fmt: skip
+        self.recorder.submit((run, state, reason, tuple(metrics.items())), rec)
+
+    def _on_written(self, token: tuple, run_id: str | None, error: str | None) -> None:
+        run, state, reason, metrics = token
+        if error is not None:
+            raise LLLError(f"recording trial {run.trial.number} in MLflow failed ({error[:300]}); check --tracking-uri")
+        fault_point("after_record", trial=run.trial.number)  # tests: a kill between MLflow and Optuna
+        t0 = time.perf_counter()
+        s = self.summary
+        if state == "complete":
+            self.bridge.tell_complete(run, dict(metrics), run_id)
+            s.complete += 1
+            s.trained += run.trained
+            s.reused += run.reused
+            s.rebuilt += run.rebuilt
+        elif state == "pruned":
+            self.bridge.tell_pruned(run)
+            s.pruned += 1
+            s.saved_by_pruning += self.bridge.remaining(run)
+        else:
+            self.bridge.tell_failed(run, reason)
+            s.failed += 1
+            s.failures.append(f"trial {run.trial.number}: {reason}")
+        run.state = "done"
+        self.active.remove(run)
+        self._clock("tell", t0)
+        self._notify()
+
+    def _clock(self, what: str, t0: float) -> None:
+        self.summary.timing[what] = self.summary.timing.get(what, 0.0) + time.perf_counter() - t0
+
+    # ---- progress ----------------------------------------------------------------------------
+    def _notify(self) -> None:
+        self.last_note = time.perf_counter()
+        if self.progress is None:
+            return
+        if self.bridge.best is None:
+            self.bridge.load_best()
+        best = self.bridge.best or {}
+        s = self.summary
+        self.progress(
+            {
+                "done": self.done_before + s.complete + s.pruned + s.failed,
+                "total": self.cfg.trials,
+                "best_acc": best.get("acc"),
+                "best_bwt": best.get("bwt"),
+                "best_trial": best.get("number"),
+                "best_label": BEST_LABEL[self.cfg.objective],
+                "pruned": s.pruned,
+                "failed": s.failed,
+                "elapsed": time.perf_counter() - self.t0,
+            }
+        )
+
+    # ---- main loop ---------------------------------------------------------------------------
+    def run(self) -> SearchSummary:
+        cfg = self.cfg
+        rec = recover(self.study, cfg.tracking_uri, cfg.experiment, self.parent_run_id, cfg.objective)
+        self.summary.recovered, self.summary.requeued = rec.recovered, rec.requeued
+        if cfg.exhaustive:
+            self.bridge.enqueue_exhaustive(cfg.tasks)
+            # Every trial is enqueued: TPE's model (fitted on every ask, 0.1-0.25 s each) is not used.
+            self.study.sampler = optuna.samplers.RandomSampler(seed=cfg.seed)
+        self.done_before = len(finished_trials(self.study))
+        self.to_run = max(0, cfg.trials - self.done_before)
+        self._notify()
+        if self.to_run == 0:
+            self.recorder.close()
+            return self.summary
+        self.sched.start()
+        try:
+            while True:
+                self._fill()
+                if not self._time_left():
+                    self._drop_unstarted()
+                t0 = time.perf_counter()
+                busy = self.recorder.busy() or (self.cfg.exhaustive and self.asked < self.to_run)
+                events = self.sched.poll(timeout=0.05 if busy else 1.0)
+                self._clock("wait", t0)
+                for ev in events:
+                    self._on_event(ev)
+                for w in self.recorder.done():
+                    self._on_written(w.token, w.run_id, w.error)
+                if time.perf_counter() - self.last_note > HEARTBEAT:
+                    self._notify()
+                if not self.active and not self.queue and (self.asked >= self.to_run or not self._time_left()):
+                    break
+        finally:
+            self.summary.workers = self.sched.infos()
+            self.summary.retried = self.sched.retried
+            self.sched.close()
+            self.recorder.close()
+            self.summary.timing["record"] = self.recorder.seconds
+        self.summary.seconds = time.perf_counter() - self.t0
+        return self.summary
+
+    def _drop_unstarted(self) -> None:
+        """Time is up: trials asked ahead that were never started go back to the study, unrun."""
+        for run in self.queue:
+            mark_interrupted(self.study, self.study._storage.get_trial(run.trial._trial_id))
+        self.queue = []

@@ -1,0 +1,181 @@
+"""The Optuna side of a search driver: candidates in (ask), units out, pruning, results back (tell).
+
+A trial is a root-to-leaf path over the prefix tree. Its seeds advance together, one task at a
+time: step i is one unit per seed (``order[:i]``), sent as one batch, so the seeds of one trial
+can train as lockstep members. After each step the running objective (mean over the seeds) is
+reported to Optuna at step i−1, which may prune the trial before its next task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from pipeline.rmatrix import RMatrix
+from pipeline.units import Unit
+from search.orders.lehmer import all_orderings
+from search.orders.space import Candidate, SearchSpace
+from search.study.recording import seed_metrics
+from search.study.storage import finished_trials
+
+METRIC_KEYS = ("acc", "bwt", "fwt", "forgetting", "acc_std", "bwt_std")
+BEST_LABEL = {"acc": "best ACC trial", "bwt": "best BWT trial", "both": "best-ACC Pareto trial"}
+
+
+def objective_values(metrics: dict[str, float], objective: str) -> list[float]:
+    if objective == "both":
+        return [metrics["acc"], metrics["bwt"]]
+    return [metrics[objective]]
+
+
+@dataclass(eq=False)
+class TrialRun:
+    """A trial in flight: its candidate, and per seed the rows and results measured so far."""
+
+    trial: optuna.Trial
+    candidate: Candidate
+    seeds: list[int]
+    step: int = 0  # tasks every seed has finished
+    rows: dict[int, list[dict[str, float]]] = field(default_factory=dict)
+    last: dict[int, dict[str, Any]] = field(default_factory=dict)  # per seed, the latest unit result
+    checkpoints: dict[int, list[bytes]] = field(default_factory=dict)
+    trained: int = 0
+    reused: int = 0
+    rebuilt: int = 0
+    seconds: float = 0.0
+    node: dict[str, Any] = field(default_factory=dict)
+    state: str = "running"  # running → recording → done
+
+    def waiting(self) -> bool:
+        return any(len(r) - 1 < self.step + 1 for r in self.rows.values()) or len(self.rows) < len(self.seeds)
+
+    def rmatrices(self) -> list[RMatrix]:
+        return [RMatrix.from_rows(self.candidate.order, self.rows[s]) for s in self.seeds if s in self.rows]
+
+
+class OptunaBridge:
+    """Ask, turn candidates into units, report for pruning, tell. Knows Optuna, not Ray or MLflow."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        space: SearchSpace,
+        objective: str,
+        prune: bool,
+        seeds: list[int],
+        train_json: str,
+        checkpoints: str = "final",
+    ) -> None:
+        self.study, self.space, self.objective, self.prune = study, space, objective, prune
+        self.seeds, self.train_json, self.checkpoints = seeds, train_json, checkpoints
+        self.T = len(space.tasks) if space.fixed_order is None else len(space.fixed_order)
+        self.best: dict[str, Any] | None = None  # the best finished trial's attrs (progress line)
+
+    def ask(self) -> TrialRun:
+        trial = self.study.ask()
+        return TrialRun(trial, self.space.suggest(trial), list(self.seeds))
+
+    def units(self, run: TrialRun) -> list[Unit]:
+        """The next step's units, one per seed."""
+        order = run.candidate.order[: run.step + 1]
+        last = run.step + 1 == len(run.candidate.order)
+        keep = self.checkpoints == "all" or (self.checkpoints == "final" and last)
+        sj = run.candidate.strategy.model_dump_json()
+        return [Unit(tuple(order), sj, self.train_json, s, keep) for s in run.seeds]
+
+    def take(self, run: TrialRun, seed: int, res: dict[str, Any], node: dict[str, Any]) -> bool:
+        """Keep one seed's unit result; True once every seed has finished this step."""
+        run.rows[seed] = list(res["rows"])
+        run.last[seed] = res
+        if res.get("checkpoint") is not None:
+            run.checkpoints.setdefault(seed, []).append(res["checkpoint"])
+        trained = int(res.get("trained", 0))
+        run.trained += min(trained, 1)  # this task of the trial: trained, or reused (answered from a cache)
+        run.reused += int(trained == 0)
+        run.rebuilt += max(0, trained - 1)  # its prefix, trained again on a worker that did not hold it
+        run.seconds += float(res.get("seconds", 0.0))
+        run.node = node or run.node
+        if run.waiting():
+            return False
+        run.step += 1
+        return True
+
+    def remaining(self, run: TrialRun) -> int:
+        """Task-trainings this trial still has to run (what pruning it now saves)."""
+        return (len(run.candidate.order) - run.step) * len(run.seeds)
+
+    def should_prune(self, run: TrialRun, exhaustive: bool) -> bool:
+        """Report the running objective after this step; True when Optuna says stop."""
+        if self.objective == "both" or not self.prune or exhaustive:
+            return False
+        i = run.step
+        values = []
+        for r in run.rmatrices():
+            values.append(r.bwt() if self.objective == "bwt" else float(r.values[i].mean()))
+        run.trial.report(float(np.mean(values)), i - 1)
+        return i >= 1 and self.remaining(run) > 0 and run.trial.should_prune()
+
+    # ---- tell --------------------------------------------------------------------------------
+    def metrics(self, run: TrialRun) -> dict[str, float]:
+        metrics = seed_metrics(run.rmatrices())
+        metrics.update(trained=run.trained, reused=run.reused, seconds=run.seconds)
+        return metrics
+
+    def tell_complete(self, run: TrialRun, metrics: dict[str, float], run_id: str | None) -> None:
+        mean = RMatrix.mean(run.rmatrices())
+        attrs = {
+            "order": list(run.candidate.order),
+            "strategy": run.candidate.strategy.name,
+            "lambda": run.last[run.seeds[0]]["lam"],
+            "options": run.candidate.strategy.options,
+            "R": mean.values.tolist(),
+            "mlflow_run_id": run_id,
+            "node_ip": run.node.get("node_ip"),
+            **{k: metrics[k] for k in METRIC_KEYS},
+        }
+        storage, tid = self.study._storage, run.trial._trial_id
+        for k, v in attrs.items():
+            storage.set_trial_user_attr(tid, k, v)
+        self.study.tell(run.trial, objective_values(metrics, self.objective))
+        self.note_best({**attrs, "number": run.trial.number})
+
+    def tell_pruned(self, run: TrialRun) -> None:
+        run.trial.set_user_attr("order", list(run.candidate.order))
+        run.trial.set_user_attr("strategy", run.candidate.strategy.name)
+        self.study.tell(run.trial, state=TrialState.PRUNED)
+
+    def tell_failed(self, run: TrialRun, reason: str) -> None:
+        run.trial.set_user_attr("fail_reason", reason)
+        run.trial.set_user_attr("order", list(run.candidate.order))
+        self.study.tell(run.trial, state=TrialState.FAIL)
+
+    # ---- best so far (progress) --------------------------------------------------------------
+    def note_best(self, attrs: dict[str, Any]) -> None:
+        """Keep the best trial by the objective (for ``both``: the best-ACC trial, which is on the
+        Pareto front), with its OWN ACC and BWT."""
+        key = "bwt" if self.objective == "bwt" else "acc"
+        if attrs.get(key) is None:
+            return
+        if self.best is None or attrs[key] > self.best[key]:
+            self.best = {"acc": attrs.get("acc"), "bwt": attrs.get("bwt"), "number": attrs.get("number")}
+
+    def load_best(self) -> None:
+        """The best among trials finished before this run (read once)."""
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            self.note_best({**t.user_attrs, "number": t.number})
+
+    def enqueue_exhaustive(self, tasks: list[str]) -> None:
+        """Enqueue every ordering not yet finished or waiting (one strategy, λ fixed)."""
+        done = {tuple(t.user_attrs.get("order", ())) for t in finished_trials(self.study)}
+        waiting = set()
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            params = t.system_attrs.get("fixed_params") or t.params  # an enqueued trial keeps them here
+            waiting.add(tuple(self.space.suggest(optuna.trial.FixedTrial(params)).order))
+        strategy = self.space.strategies[0]
+        for order in all_orderings(tasks):
+            if tuple(order) not in done and tuple(order) not in waiting:
+                self.study.enqueue_trial(self.space.trial_params(order, strategy, self.space.fixed_lambda))

@@ -1,0 +1,341 @@
+"""THE MLflow recording path: one run per trained ordering, for `lll run`, `lll search` and `lll affinity`.
+
+A :class:`RunRecord` holds everything one MLflow run gets — name, tags, params, R, metrics,
+per-task series, artifact files (as bytes) and the final status — and :func:`write` writes it.
+The layout (what the README promises): params ``order, strategy, lambda, seed(s), pool,
+pool_fingerprint, opt.*, train.*``; metrics ACC/BWT/FWT/forgetting (+ std over seeds) and the
+series ``running_acc, params, stored_bytes`` (step = tasks trained); artifacts ``R.json``,
+``R.png``, ``per_seed/R_seed<s>.json`` and ``checkpoints/...``; tags with the worker's node.
+
+A search records off its critical path: :class:`Recorder` writes on one background thread (still
+one writer, as SQLite needs) and hands each finished record back to the driver, which only then
+tells Optuna — so every trial Optuna calls finished is already in MLflow (resume relies on it).
+"""
+
+from __future__ import annotations
+
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import tracking
+from pipeline.config import StrategyConfig, TrainConfig
+from pipeline.rmatrix import RMatrix
+
+
+def ordering_params(
+    pool_name: str,
+    pool_fingerprint: str,
+    order: list[str] | tuple[str, ...],
+    strategy: StrategyConfig,
+    lam: float | None,
+    train: TrainConfig,
+    seed: int,
+    seeds: list[int] | None = None,
+) -> dict[str, Any]:
+    """The MLflow params of a trained ordering: enough to re-run it exactly (``seeds``: a search's
+    seeds, whose mean R the run holds)."""
+    params: dict[str, Any] = {
+        "pool": pool_name,
+        "pool_fingerprint": pool_fingerprint,
+        "order": ",".join(order),
+        "strategy": strategy.name,
+        "lambda": lam,
+        "seed": seed,
+    }
+    if seeds is not None:
+        params["seeds"] = ",".join(map(str, seeds))
+    params.update({f"opt.{k}": v for k, v in strategy.options.items()})
+    params.update({f"train.{k}": v for k, v in train.model_dump(mode="json").items()})
+    return params
+
+
+def running_accuracy(r: RMatrix) -> list[float]:
+    """Mean accuracy over the tasks trained so far, after each task (what pruning watches)."""
+    return [float(r.values[i, :i].mean()) for i in range(1, r.T + 1)]
+
+
+def size_series(sizes: list[dict[str, float]]) -> dict[str, list[float]]:
+    """One per-task series per size field: ``params``, ``stored_bytes`` and whatever the strategy's
+    ``size_report`` adds (a field missing after some task is NaN there, so steps stay aligned)."""
+    keys = dict.fromkeys(k for s in sizes for k in s)
+    return {k: [float(s.get(k, float("nan"))) for s in sizes] for k in keys}
+
+
+@dataclass
+class RunRecord:
+    """One MLflow run, ready to write. ``files``: (artifact folder, file name, bytes)."""
+
+    experiment: str
+    name: str
+    params: dict[str, Any]
+    tags: dict[str, str] = field(default_factory=dict)
+    rmatrix: RMatrix | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    series: dict[str, list[float]] = field(default_factory=dict)
+    files: list[tuple[str, str, bytes]] = field(default_factory=list)
+    status: str = "FINISHED"
+    parent_run_id: str | None = None
+    heatmap: bool = True
+
+
+def write(uri: str, rec: RunRecord) -> str:
+    """Write ``rec`` as one MLflow run and end it with its status; returns the run id."""
+    run_id = tracking.start_run(uri, rec.experiment, rec.name, tags=rec.tags, parent_run_id=rec.parent_run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths: list[tuple[str, Path]] = []
+        for k, (folder, name, blob) in enumerate(rec.files):
+            d = Path(tmp) / str(k)
+            d.mkdir()
+            (d / name).write_bytes(blob)
+            paths.append((folder, d / name))
+        tracking.log_ordering_run(
+            uri,
+            run_id,
+            rec.rmatrix,
+            rec.params,
+            extra_metrics=rec.metrics,
+            step_metrics=rec.series,
+            files=paths,
+            heatmap=rec.heatmap,
+        )
+    tracking.end_run(uri, run_id, rec.status)
+    return run_id
+
+
+@dataclass
+class Written:
+    """A record the :class:`Recorder` finished: its owner's token, run id, or the error."""
+
+    token: Hashable
+    run_id: str | None
+    error: str | None = None
+
+
+class Recorder:
+    """One background writer thread. ``submit(token, record)``; ``done()`` returns what was written
+    since the last call (in order). ``uri=None`` records nothing (every record "writes" as None)."""
+
+    def __init__(self, uri: str | None) -> None:
+        self.uri = uri
+        self.todo: queue.Queue[tuple[Hashable, RunRecord] | None] = queue.Queue()
+        self.out: queue.Queue[Written] = queue.Queue()
+        self.queued = 0
+        self.seconds = 0.0  # spent writing (on the thread): what recording costs, off the critical path
+        self.thread = threading.Thread(target=self._loop, name="lll-recorder", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self.todo.get()
+            if item is None:
+                return
+            token, rec = item
+            t0 = time.perf_counter()
+            try:
+                run_id = write(self.uri, rec) if self.uri else None
+                self.seconds += time.perf_counter() - t0
+                self.out.put(Written(token, run_id))
+            except Exception as exc:
+                self.out.put(Written(token, None, f"{type(exc).__name__}: {exc}"))
+
+    def submit(self, token: Hashable, rec: RunRecord) -> None:
+        self.queued += 1
+        self.todo.put((token, rec))
+
+    def busy(self) -> bool:
+        return self.queued > 0
+
+    def done(self, wait: float = 0.0) -> list[Written]:
+        """Records written since the last call; waits up to ``wait`` s for the first one."""
+        got: list[Written] = []
+        try:
+            got.append(self.out.get(timeout=wait) if wait > 0 else self.out.get_nowait())
+            while True:
+                got.append(self.out.get_nowait())
+        except queue.Empty:
+            pass
+        self.queued -= len(got)
+        return got
+
+    def close(self) -> None:
+        self.todo.put(None)
+        self.thread.join(timeout=60)
+
+
+@dataclass
+class StudyContext:
+    """What every trial record of one search shares."""
+
+    study: str
+    experiment: str
+    parent_run_id: str | None
+    pool_name: str
+    pool_fingerprint: str
+    train: TrainConfig
+    checkpoints: str = "final"
+
+
+def node_tags(node: dict[str, Any]) -> dict[str, str]:
+    return {
+        "ray_node_id": str(node.get("node_id", "")),
+        "ray_node_ip": str(node.get("node_ip", "")),
+        "host": str(node.get("host", "")),
+        "device": str(node.get("device", "")),
+    }
+
+
+def trial_record(
+    ctx: StudyContext,
+    number: int,
+    order: tuple[str, ...],
+    strategy: StrategyConfig,
+    lam: float | None,
+    seeds: list[int],
+    rmats: list[RMatrix],
+    state: str,
+    status: str,
+    metrics: dict[str, float],
+    sizes: list[dict[str, int]] | None = None,
+    checkpoints: dict[int, list[bytes]] | None = None,
+    node: dict[str, Any] | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> RunRecord:
+    """One search trial as an MLflow run: R = the mean over seeds, per-seed R when several,
+    checkpoints under ``checkpoints/seed<s>/`` (``final.pt``, or ``after_task_<j>.pt`` for all)."""
+    tags = {"optuna_study": ctx.study, "optuna_trial_number": str(number), "lll.state": state}
+    tags.update(node_tags(node or {}))
+    tags.update(extra_tags or {})
+    params = ordering_params(ctx.pool_name, ctx.pool_fingerprint, order, strategy, lam, ctx.train, seeds[0], seeds)
+    params["optuna_trial_number"] = number
+    mean = RMatrix.mean(rmats) if rmats else None
+    series = size_series(sizes) if sizes else {}
+    if mean is not None:
+        series["running_acc"] = running_accuracy(mean)
+    files: list[tuple[str, str, bytes]] = []
+    if len(rmats) > 1:
+        files += [("per_seed", f"R_seed{s}.json", r.to_json().encode()) for s, r in zip(seeds, rmats, strict=False)]
+    for s, blobs in (checkpoints or {}).items():
+        for j, blob in enumerate(blobs):
+            name = "final.pt" if ctx.checkpoints == "final" else f"after_task_{j + 1}.pt"
+            files.append((f"checkpoints/seed{s}", name, blob))
+    return RunRecord(
+        ctx.experiment,
+        f"trial {number}: {','.join(order)}",
+        params,
+        tags,
+        mean,
+        metrics,
+        series,
+        files,
+        status,
+        ctx.parent_run_id,
+    )
+
+
+def step_series(result: Any) -> dict[str, list[float]]:
+    """The per-task series of a RunResult: running accuracy and every size field."""
+    return {"running_acc": running_accuracy(result.rmatrix), **size_series(result.sizes)}
+
+
+def seed_metrics(rmats: list[RMatrix]) -> dict[str, float]:
+    """ACC/BWT/FWT/forgetting as the mean over seeds of each seed's value, and the std of ACC and
+    BWT: what a search trial records and `lll run --seeds` prints, so both give the same number."""
+    import numpy as np
+
+    per = {k: [getattr(r, k)() for r in rmats] for k in ("acc", "bwt", "fwt", "forgetting")}
+    metrics = {k: float(np.mean(v)) for k, v in per.items()}
+    metrics.update({f"{k}_std": float(np.std(v)) for k, v in per.items() if k in ("acc", "bwt")})
+    return metrics
+
+
+def run_result_record(
+    experiment: str,
+    name: str,
+    pool: Any,
+    order: list[str],
+    strategy: StrategyConfig,
+    train: TrainConfig,
+    seeds: list[int],
+    results: list[Any],
+    checkpoint: bool = True,
+) -> RunRecord:
+    """`lll run`'s run (``results``: one pipeline RunResult per seed). One seed: its R and
+    ``checkpoints/final.pt``. Several: the mean R, the seed-mean metrics (and ``acc_seed<s>``,
+    ``bwt_seed<s>``), ``per_seed/R_seed<s>.json`` and ``checkpoints/seed<s>/final.pt``."""
+    from pipeline.checkpoint import checkpoint_bytes
+
+    lam = results[0].strategy.lam
+    several = len(results) > 1
+    params = ordering_params(
+        pool.name, pool.fingerprint(), order, strategy, lam, train, seeds[0], seeds if several else None
+    )
+    rmats = [r.rmatrix for r in results]
+    series = step_series(results[0])
+    metrics: dict[str, float] = {
+        "seconds": sum(r.seconds for r in results),
+        "tasks_trained": sum(r.trained for r in results),
+    }
+    files: list[tuple[str, str, bytes]] = []
+    if several:
+        metrics.update(seed_metrics(rmats))
+        for s, r in zip(seeds, rmats, strict=True):
+            metrics.update({f"acc_seed{s}": r.acc(), f"bwt_seed{s}": r.bwt()})
+            files.append(("per_seed", f"R_seed{s}.json", r.to_json().encode()))
+        series["running_acc"] = running_accuracy(RMatrix.mean(rmats))
+    if checkpoint:
+        for s, res in zip(seeds, results, strict=True):
+            blob = checkpoint_bytes(res.model, res.strategy, {"order": list(res.rmatrix.tasks), "seed": s})
+            files.append((f"checkpoints/seed{s}" if several else "checkpoints", "final.pt", blob))
+    return RunRecord(experiment, name, params, {}, RMatrix.mean(rmats), metrics, series, files)
+
+
+# ---- the search's parent run ------------------------------------------------------------------
+def open_parent_run(study: Any, settings: dict[str, Any], uri: str) -> str:
+    """The search's parent run (tag lll.kind=search, the study's settings as params), created once
+    and continued (status RUNNING again) on --resume."""
+    import json
+
+    parent = study.user_attrs.get("mlflow_parent_run_id")
+    if parent:
+        tracking.client(uri).update_run(parent, status="RUNNING")
+        return parent
+    parent = tracking.start_run(uri, study.study_name, f"search {study.study_name}", tags={"lll.kind": "search"})
+    params = {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in settings.items() if k != "pool_spec"}
+    tracking.log_ordering_run(uri, parent, None, params)
+    study.set_user_attr("mlflow_parent_run_id", parent)
+    return parent
+
+
+def close_parent_run(study: Any, uri: str, parent: str, summary: Any) -> dict[str, Any] | None:
+    """Study-level artifacts (Pareto front, ACC distribution, recommended order) and metrics,
+    then FINISHED. Returns the recommendation (None when no trial completed)."""
+    import contextlib
+    import json
+
+    from search.study.recommend import recommendation
+    from search.study.report import acc_distribution_plot, pareto_plot
+    from tasks.errors import LLLError
+
+    mc = tracking.client(uri)
+    rec = None
+    with contextlib.suppress(LLLError):
+        rec = recommendation(study)
+    with tempfile.TemporaryDirectory() as tmp:
+        if rec is not None:
+            p = Path(tmp) / "recommended_order.json"
+            p.write_text(json.dumps(rec, indent=2))
+            mc.log_artifact(parent, str(p))
+            mc.log_artifact(parent, str(pareto_plot(study, Path(tmp) / "pareto.png")))
+            mc.log_artifact(parent, str(acc_distribution_plot(study, Path(tmp) / "acc_distribution.png")))
+            mc.log_metric(parent, "best_acc", rec["acc"])
+            mc.log_metric(parent, "best_bwt", rec["bwt"])
+    for k in ("complete", "pruned", "failed", "trained", "reused", "saved_by_pruning"):
+        mc.log_metric(parent, f"search_{k}", getattr(summary, k))
+    mc.set_terminated(parent, "FINISHED")
+    return rec
