@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -104,45 +103,17 @@ def train_orderings(
     window: int = 64,
     cache_bytes: int = 1 << 30,
 ) -> dict[str, Any]:
-    """Train every ordering in ``orders`` on Ray workers through :class:`search.scheduler.Scheduler`
-    (the code a search runs: prefix affinity, lockstep batches, retries) without Optuna or MLflow.
-
-    Each ordering is one leaf unit; a worker rebuilds whatever part of its prefix it does not hold
-    from its cache, so submitting leaves in lexicographic order walks the tree depth first and trains
-    every prefix about once. At most ``window`` orderings are outstanding. ``on_done(order, result)``
-    gets the worker's result (``rows``: accuracy on every pool task after each prefix). Returns the
-    task-training counts and the workers' info.
-    """
-    from search.cluster import connect
-    from search.scheduler import Scheduler, WorkerSpec
-
-    from pipeline.units import Unit
+    """Train every ordering in ``orders`` on one seed through lll's scheduler on a local Ray
+    (:func:`search.study.paths.train_paths`: prefix affinity, lockstep batches, each worker's prefix
+    cache — the code a search trial runs, without Optuna or MLflow). ``on_done(order, result)``
+    gets the worker's result (``rows``: accuracy on every pool task after each prefix). Returns
+    the task-trainings run, the wall time and the workers' info."""
+    from search.study.cluster import connect
+    from search.study.paths import train_paths
+    from search.study.scheduler import WorkerSpec
 
     connect(None)
     spec = WorkerSpec(pool_spec_json, cache_bytes=cache_bytes, population=population, device="cpu")
-    sched = Scheduler(spec, workers)
-    todo = iter(orders)
-    outstanding, trained, t0 = 0, 0, time.perf_counter()
-    exhausted = False
-    sched.start()
-    try:
-        while True:
-            while not exhausted and outstanding < window:
-                order = next(todo, None)
-                if order is None:
-                    exhausted = True
-                    break
-                sched.submit(Unit(tuple(order), strategy_json, train_json, seed), tuple(order))
-                outstanding += 1
-            if exhausted and outstanding == 0:
-                break
-            for ev in sched.poll(timeout=1.0):
-                if ev.failure is not None:
-                    raise RuntimeError(f"ordering {ev.unit.order} seed {seed} failed: {ev.failure}")
-                trained += int(ev.result["trained"])
-                outstanding -= 1
-                on_done(ev.unit.order, ev.result)
-        infos = sched.infos()
-    finally:
-        sched.close()
-    return {"trained": trained, "wall_s": time.perf_counter() - t0, "workers": infos}
+    return train_paths(
+        spec, ((o, seed) for o in orders), strategy_json, train_json, lambda o, s, r: on_done(o, r), workers, window
+    )
