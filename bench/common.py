@@ -104,7 +104,7 @@ def train_orderings(
     window: int = 64,
     cache_bytes: int = 1 << 30,
 ) -> dict[str, Any]:
-    """Train every ordering in ``orders`` on Ray workers through :class:`search.scheduler.Scheduler`
+    """Train every ordering in ``orders`` on Ray workers through :class:`search.study.scheduler.Scheduler`
     (the code a search runs: prefix affinity, lockstep batches, retries) without Optuna or MLflow.
 
     Each ordering is one leaf unit; a worker rebuilds whatever part of its prefix it does not hold
@@ -113,10 +113,9 @@ def train_orderings(
     gets the worker's result (``rows``: accuracy on every pool task after each prefix). Returns the
     task-training counts and the workers' info.
     """
-    from search.cluster import connect
-    from search.scheduler import Scheduler, WorkerSpec
-
     from pipeline.units import Unit
+    from search.study.cluster import connect
+    from search.study.scheduler import Scheduler, WorkerSpec
 
     connect(None)
     spec = WorkerSpec(pool_spec_json, cache_bytes=cache_bytes, population=population, device="cpu")
