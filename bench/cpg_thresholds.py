@@ -1,4 +1,4 @@
-"""How CPG's accuracy goal and pruning tolerance trade accuracy against size (README, Strategies).
+"""How CPG's accuracy goal and pruning tolerance trade accuracy against size (docs/strategies.md, CPG).
 
 CPG grows when a task's training accuracy stays below ``accuracy_goal`` and compacts a task as long
 as its training accuracy stays within ``prune_tolerance`` of the unpruned model's. This runs the

@@ -8,7 +8,7 @@ the code path of a real run) at ``--points`` λ values spread log-evenly over th
 plus its default, and prints mean ACC / BWT per λ; ``*`` marks the default.
 
     python bench/lambda_sweep.py                        # all λ strategies, 5 points each (~30 min)
-    python bench/lambda_sweep.py --points 0             # defaults only (the README's table, ~6 min)
+    python bench/lambda_sweep.py --points 0             # defaults only (docs/results.md's table, ~6 min)
     python bench/lambda_sweep.py --strategies ewc,si --points 7
 """
 

@@ -112,7 +112,7 @@ def compare(args: argparse.Namespace, strategy: str) -> None:
             from tasks.registry import load_pool
 
             names = load_pool(args.pool).names[:4]
-            print(f"--quick: exhaustive over 4 tasks {names}, 2 epochs, seed 0 (not the README numbers)")
+            print(f"--quick: exhaustive over 4 tasks {names}, 2 epochs, seed 0 (not the numbers in docs/results.md)")
             full = exhaustive_truth(args.pool, strategy, [0], 2)
             truth = {}
             for k, v in full.items():

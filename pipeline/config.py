@@ -12,7 +12,7 @@ MODEL_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 class TrainConfig(BaseModel):
     """How each task is trained. Defaults were checked so every default-pool task is learnable
-    (see README, "Checking the defaults")."""
+    (see docs/results.md, "Checking the defaults")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -1,8 +1,8 @@
 """Lockstep (population) training: K compatible task-trainings as one stacked model.
 
-See DESIGN.md, "Population training". Weights are stacked [K, in, out] and each layer is one
-``torch.baddbmm``; every member has its own minibatches (its own task and data order from its task
-seed), optimiser state (SGD/Adam over stacked tensors are elementwise, hence per member), gradient
+See docs/architecture.md, "Population (lockstep) training". Weights are stacked [K, in, out] and
+each layer is one ``torch.baddbmm``; every member has its own minibatches (its own task and data
+order from its task seed), optimiser state (SGD/Adam over stacked tensors are elementwise, hence per member), gradient
 clipping (its own norm), λ and random stream. The loss is the sum of the members' losses, so each
 member's gradient is its own. Only the inner loop is stacked: ``before_task``/``after_task`` run
 per member on an ordinary model with the real Strategy; each strategy's stacked piece sits next to

@@ -188,7 +188,7 @@ class UserModel(HeadedNet):
         elif growing is not None or not shared_head:
             raise LLLError(
                 f"--heads {'growing' if growing is not None else 'per-task'} needs lll to add the heads: give the "
-                f"module of {factory!r} a features(x) method and a final nn.Linear named `head` (see README)"
+                f"module of {factory!r} a features(x) method and a final nn.Linear named `head` (see docs/own-tasks.md)"
             )
         else:
             self._set_heads(n_classes, heads, shared_head, None)

@@ -256,7 +256,7 @@ def example_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.e2e
 def test_example_search_export_rerun(example_dir):
-    """The README's example through the CLI: a search with the CNN on Ray (the pool's training
+    """The example of docs/own-tasks.md through the CLI: a search with the CNN on Ray (the pool's training
     defaults under a flag), the export, and its rerun on the study's seeds giving the exported
     numbers exactly, each seed's R kept in the rerun's MLflow run."""
     d, uri, storage = example_dir, f"sqlite:///{example_dir}/mlflow.db", f"sqlite:///{example_dir}/optuna.db"

@@ -15,7 +15,7 @@ from pipeline.strategies.quadratic import FisherLockstep, QuadraticPenalty, fish
 class EWC(QuadraticPenalty):
     name = "ewc"
     lockstep = FisherLockstep
-    default_lam = 30.0  # tuned on mixed-mnist (README, "Default λ")
+    default_lam = 30.0  # tuned on mixed-mnist (docs/results.md, "Default λ")
     lam_range = (1.0, 1000.0)
 
     def __init__(self, lam: float | None = None, fisher_samples: int = 1000) -> None:

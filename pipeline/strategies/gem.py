@@ -33,7 +33,7 @@ def project_gem(g: torch.Tensor, G: torch.Tensor, margin: float, eps: float = 1e
 
 class GEM(WithMemory):
     name = "gem"
-    default_lam = 0.5  # tuned on mixed-mnist (README, "Default λ")
+    default_lam = 0.5  # tuned on mixed-mnist (docs/results.md, "Default λ")
     lam_range = (0.05, 2.0)  # log-uniform: the lower end must be > 0
 
     def __init__(self, lam: float | None = None, memory_size: int = 256) -> None:

@@ -12,7 +12,7 @@ class L2(QuadraticPenalty):
 
     name = "l2"
     lockstep = QuadraticLockstep
-    default_lam = 0.3  # tuned on mixed-mnist (README, "Default λ")
+    default_lam = 0.3  # tuned on mixed-mnist (docs/results.md, "Default λ")
     lam_range = (0.03, 3.0)
 
     def importance(self, model, task):

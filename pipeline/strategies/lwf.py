@@ -52,7 +52,7 @@ class LwFLockstep(LockstepHooks):
 class LwF(Strategy):
     name = "lwf"
     lockstep = LwFLockstep
-    default_lam = 1.0  # tuned on mixed-mnist (README, "Default λ")
+    default_lam = 1.0  # tuned on mixed-mnist (docs/results.md, "Default λ")
     lam_range = (0.1, 10.0)
 
     def __init__(self, lam: float | None = None, temperature: float = 2.0) -> None:

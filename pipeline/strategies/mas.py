@@ -25,7 +25,7 @@ class MASLockstep(ImportanceLockstep):
 class MAS(QuadraticPenalty):
     name = "mas"
     lockstep = MASLockstep
-    default_lam = 0.1  # tuned on mixed-mnist (README, "Default λ")
+    default_lam = 0.1  # tuned on mixed-mnist (docs/results.md, "Default λ")
     lam_range = (0.01, 1.0)
 
     def __init__(self, lam: float | None = None, samples: int = 1000) -> None:

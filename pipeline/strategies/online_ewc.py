@@ -14,7 +14,7 @@ from pipeline.strategies.quadratic import FisherLockstep, QuadraticPenalty, fish
 class OnlineEWC(QuadraticPenalty):
     name = "online-ewc"
     lockstep = FisherLockstep
-    default_lam = 30.0  # tuned on mixed-mnist (README, "Default λ")
+    default_lam = 30.0  # tuned on mixed-mnist (docs/results.md, "Default λ")
     lam_range = (1.0, 1000.0)
 
     def __init__(self, lam: float | None = None, gamma: float = 0.9, fisher_samples: int = 1000) -> None:

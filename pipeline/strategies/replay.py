@@ -30,7 +30,7 @@ class ReplayLockstep(LockstepHooks):
 class Replay(WithMemory):
     name = "replay"
     lockstep = ReplayLockstep
-    default_lam = 1.0  # tuned on mixed-mnist (README, "Default λ")
+    default_lam = 1.0  # tuned on mixed-mnist (docs/results.md, "Default λ")
     lam_range = (0.1, 10.0)
 
     def __init__(self, lam: float | None = None, memory_size: int = 500, batch_size: int | None = None) -> None:

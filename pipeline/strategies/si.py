@@ -19,7 +19,7 @@ from pipeline.strategies.quadratic import PathIntegralLockstep, PathIntegralPena
 class SI(PathIntegralPenalty):
     name = "si"
     lockstep = PathIntegralLockstep
-    default_lam = 100.0  # tuned on mixed-mnist (README, "Default λ")
+    default_lam = 100.0  # tuned on mixed-mnist (docs/results.md, "Default λ")
     lam_range = (3.0, 3000.0)
 
     def __init__(self, lam: float | None = None, xi: float = 0.1) -> None:

@@ -8,7 +8,7 @@ The search reads the code *suffix first* (:func:`code_to_order`): c_0 picks the 
 one before it, and so on. A continual learner's final accuracy depends most on the tasks it saw
 last, so the digit TPE learns most easily (the first, with the most choices and no dependence on
 the others) is the one that matters most. On the default pool TPE reached a near-best ordering in
-23 trials this way against 37 reading prefix first (bench/search_efficiency.py, README).
+23 trials this way against 37 reading prefix first (bench/search_efficiency.py, docs/results.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A :class:`RunRecord` holds everything one MLflow run gets — name, tags, params, R, metrics,
 per-task series, artifact files (as bytes) and the final status — and :func:`write` writes it.
-The layout (what the README promises): params ``order, strategy, lambda, seed(s), pool,
+The layout (docs/architecture.md, "Tracking and the stores"): params ``order, strategy, lambda, seed(s), pool,
 pool_fingerprint, opt.*, train.*``; metrics ACC/BWT/FWT/forgetting (+ std over seeds) and the
 series ``running_acc, params, stored_bytes`` (step = tasks trained); artifacts ``R.json``,
 ``R.png``, ``per_seed/R_seed<s>.json`` and ``checkpoints/...``; tags with the worker's node.

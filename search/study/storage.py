@@ -67,7 +67,7 @@ def directions(objective: str) -> list[str]:
 
 
 SAMPLERS = ("model", "tpe", "random")
-DEFAULT_SAMPLER = "model"  # bench/search_at_scale.py: fewest trials to a top-1% ordering (README)
+DEFAULT_SAMPLER = "model"  # bench/search_at_scale.py: fewest trials to a top-1% ordering (docs/results.md)
 
 
 def default_sampler(objective: str) -> str:
