@@ -40,17 +40,12 @@ from scipy.stats import spearmanr
 from pipeline.config import StrategyConfig, TrainConfig
 from pipeline.runner import MemoryPrefixCache, run_ordering
 from pipeline.strategies import strategy_class
-from search.graph.affinity import (
-    FEATURES,
-    all_scores,
-    best_orderings,
-    build_graph,
-    evidence_from_rows,
-    fit_weights,
-    path_features,
-)
+from search.graph.affinity import build_graph
+from search.graph.evidence import evidence_from_rows
+from search.graph.paths import FEATURES, all_scores, best_orderings, fit_weights, path_features
 from search.orders.space import SearchSpace
-from search.study.affinity_runs import AffinityMeasurement, enqueue_orderings, measure_affinity
+from search.study.affinity_runs import AffinityMeasurement, measure_affinity
+from search.study.graph_seed import enqueue_orderings
 from search.study.storage import make_sampler
 from tasks.registry import load_pool
 

@@ -51,7 +51,8 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from search.graph.affinity import Evidence, build_graph, evidence_from_rows
+from search.graph.affinity import build_graph
+from search.graph.evidence import Evidence, evidence_from_rows
 from search.graph.model import GraphModel
 from search.graph.rules import RULES, dissimilarity_from_graph, rule_order
 from search.orders.space import SearchSpace
@@ -145,7 +146,7 @@ def lookup(
             "affinity_evidence", {"strategy": {"name": strategy}, "seeds": [0], "evidence": evidence.to_dict()}
         )
         if kind != "model+feature":
-            for o, _ in candidate_orderings(g, GraphModel.from_graph(g)):
+            for o, _ in candidate_orderings(g):
                 study.enqueue_trial(space.trial_params(o, "naive", None))
     seen: set[tuple] = set()
     for n in range(1, cap + 1):

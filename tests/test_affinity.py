@@ -21,32 +21,26 @@ from optuna.trial import TrialState, create_trial
 from pipeline.config import StrategyConfig, TrainConfig
 from pipeline.runner import MemoryPrefixCache, run_ordering
 from pipeline.strategies import strategy_class
-from search.graph.affinity import (
-    Evidence,
+from search.graph.affinity import build_graph, clusters, graph_evidence, read_graphml, write_graphml
+from search.graph.drawing import draw
+from search.graph.evidence import Evidence, evidence_from_r, evidence_from_rows, harvest_trials, trial_outcomes
+from search.graph.paths import (
     PathWeights,
     _value,
     all_scores,
     approx_path,
     best_orderings,
-    build_graph,
-    clusters,
-    draw,
-    evidence_from_r,
-    evidence_from_rows,
     fit_weights,
-    graph_evidence,
-    harvest_trials,
     held_karp,
     path_features,
     path_score,
-    read_graphml,
-    trial_outcomes,
-    write_graphml,
 )
-from search.graph.model import GraphModel
+from search.graph.zero_shot import zero_shot_pick
 from search.orders.space import SearchSpace
-from search.study.affinity_runs import AffinityRequest, enqueue_orderings, run_affinity, summary_lines
-from search.study.graph_seed import SEED_ORDERINGS
+from search.study.affinity_lines import recommend_lines, summary_lines
+from search.study.affinity_runs import run_affinity
+from search.study.affinity_settings import AffinityRequest
+from search.study.graph_seed import SEED_ORDERINGS, enqueue_orderings
 from search.study.launch import SearchRequest, run_search
 from tasks.errors import LLLError
 from tasks.registry import load_pool
@@ -226,7 +220,7 @@ def test_best_orderings_are_exact_up_to_twelve_tasks() -> None:
     assert "dynamic programming" in method9
     names = json.loads(g9.graph["tasks"])
     perms = np.array(list(itertools.permutations(range(9))))
-    from search.graph.affinity import edge_weights
+    from search.graph.paths import edge_weights
 
     _, w = edge_weights(g9)
     assert top9[0][1] == pytest.approx(float(w[perms[:, :-1], perms[:, 1:]].sum(axis=1).max()))
@@ -301,9 +295,10 @@ def test_lll_affinity_measures_writes_and_recommends(workdir: Path) -> None:
     assert sorted(g.nodes) == ["permuted", "rot90", "upright"] and g.number_of_edges() == 6
     assert all(d["n_measured"] == 2 and d["n_harvested"] == 0 for *_, d in g.edges(data=True))
     assert "3 single-task and 6 pair orderings" in res.stdout and "9 task-trainings run" in res.stdout
-    best, _ = GraphModel.from_graph(g).top()  # --recommend ranks by the graph model (search/graph/model.py)
-    assert f"recommended order: {' → '.join(best[0][0])}" in res.stdout
-    assert "default parameters" in res.stdout
+    pick = zero_shot_pick(g, "naive")  # --recommend prints the zero-shot pick of the graph it wrote
+    assert f"recommended order: {' → '.join(pick.order)}  (predicted ACC {pick.predicted * 100:.1f}%" in res.stdout
+    assert "the published rules' picks: periphery-to-core:" in res.stdout and "unfitted" in res.stdout
+    assert "assumed (one seed" in res.stdout  # one seed: the pair noise is not measured
     # Ray workers measured exactly what a direct run of [upright] and [upright, rot90] gives.
     pool = load_pool(str(workdir / "pool.yaml"))
     direct = run_ordering(
@@ -347,8 +342,9 @@ def test_search_seeded_from_the_graph_then_graph_of_the_study(workdir: Path) -> 
     harvested = [d for *_, d in g.edges(data=True) if d["n_harvested"] > 0]
     assert len(harvested) >= 2  # consecutive pairs of the three trials
     assert all(d["n_measured"] == 2 for *_, d in g.edges(data=True))  # the evidence the seeding measured
-    assert res.harvested_trials == 3 and res.weights.fitted_on == 0  # 3 < 9 trials: default weights
-    assert "harvested 3 complete naive trial(s) of study s" in "\n".join(summary_lines(res, recommend=True))
+    assert res.harvested_trials == 3 and res.pick.params.fitted_on == 0  # 3 < 6 trials: unfitted
+    assert "harvested 3 complete naive trial(s) of study s" in "\n".join(summary_lines(res))
+    assert recommend_lines(res)[0].startswith(f"recommended order: {' → '.join(res.pick.order)}")
     client = MlflowClient(mlflow_db)  # the study's own tracking store, taken from its settings
     exp = client.get_experiment_by_name("s")
     runs = client.search_runs([exp.experiment_id], "tags.`lll.kind` = 'affinity'")

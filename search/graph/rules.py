@@ -64,7 +64,7 @@ def periphery_to_core(d: np.ndarray) -> list[int]:
 
 
 def max_path(d: np.ndarray, seed: int = 0) -> list[int]:
-    from search.graph.affinity import EXACT_MAX, approx_path, held_karp
+    from search.graph.paths import EXACT_MAX, approx_path, held_karp
 
     w = np.asarray(d, dtype=np.float64)
     if len(w) <= EXACT_MAX:

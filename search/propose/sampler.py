@@ -147,7 +147,8 @@ class PermutationSampler(optuna.samplers.BaseSampler):
             return None
         key = (study._study_id, len(finished))
         if self._graph_key != key:
-            from search.graph.affinity import Evidence, build_graph
+            from search.graph.affinity import build_graph
+            from search.graph.evidence import Evidence
             from search.graph.model import GraphModel
 
             strategy = (kept.get("strategy") or {}).get("name") or ""

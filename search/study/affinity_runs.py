@@ -1,4 +1,4 @@
-"""Measuring task affinity as Ray trials, and everything `lll affinity` / `--seed-from-graph` do.
+"""Measuring task affinity as Ray trials, and `lll affinity`'s run: measure, build, pick, write, record.
 
 The measurements run on the search's own :class:`~pipeline.workers.TrialWorker` actors: one job
 per (seed, first task a) trains the single-task ordering ``[a]`` and then every pair ``[a, b]`` on
@@ -6,6 +6,11 @@ the same actor, whose prefix cache already holds ``[a]`` — so each pair costs 
 and a pool of T tasks costs T² per seed (T singles + T(T−1) pairs). Every row a worker returns
 is the accuracy on *every* pool task, so ``[a]`` alone gives the transfer from a to all others.
 The driver (this process) is the only writer of Optuna and MLflow, as in the search.
+
+What `lll affinity` records in MLflow is what it prints: the zero-shot pick of
+``search/graph/zero_shot.py`` (the graph model fitted to the study's trials when there are enough),
+its runners-up and the rules' orderings, plus every seed's raw rows. The request and its checks live
+in ``search/study/affinity_settings.py``, the printed lines in ``search/study/affinity_lines.py``.
 """
 
 from __future__ import annotations
@@ -21,18 +26,13 @@ import networkx as nx
 
 from pipeline.config import StrategyConfig, TrainConfig
 from pipeline.units import Unit
-from search.graph.affinity import (
-    Evidence,
-    PathWeights,
-    best_orderings,
-    build_graph,
-    draw,
-    evidence_from_rows,
-    fit_weights,
-    harvest_trials,
-    trial_outcomes,
-    write_graphml,
-)
+from search.graph.affinity import build_graph, graph_tasks, write_graphml
+from search.graph.drawing import draw
+from search.graph.evidence import Evidence, evidence_from_rows, harvest_trials, trial_outcomes
+from search.graph.model import GraphModel
+from search.graph.rules import RULES, dissimilarity_from_graph, rule_order
+from search.graph.zero_shot import ZeroShot, zero_shot_pick
+from search.study.affinity_settings import AffinityRequest, prepare_affinity
 from tasks.errors import LLLError
 
 Progress = Callable[[int, int, str], None]  # (task-trainings done, total, what)
@@ -155,109 +155,16 @@ def measure_affinity(
 # `lll affinity`
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class AffinityRequest:
-    """What `lll affinity` was asked; None means the default (or, with a study, the study's)."""
-
-    pool: str | None = None
-    study: str | None = None
-    storage: str = "sqlite:///optuna.db"
-    out: str = "affinity.graphml"
-    strategy: str | None = None
-    seeds: int | None = None
-    seed: int | None = None
-    workers: int | None = None
-    epochs: int | None = None
-    tracking_uri: str | None = None
-    measure: bool = True
-    ray_address: str | None = None
-    data_dir: str | None = None
-    top: int = 3
-    population: int | str = "auto"  # units a worker trains at once (lockstep K)
-
-
-@dataclass
 class AffinityResult:
     graph: nx.DiGraph
     graphml: Path
     png: Path
-    weights: PathWeights
-    orderings: list[tuple[list[str], float]]
-    method: str
+    pick: ZeroShot  # the one ranking: printed and recorded
+    rules: dict[str, list[str]]  # each published rule's ordering
     measurement: AffinityMeasurement | None
     harvested_trials: int
     mlflow_run_id: str | None
     settings: dict[str, Any]
-
-
-def prepare_affinity(req: AffinityRequest) -> tuple[dict[str, Any], Any]:
-    """Settings of the graph (pool spec, tasks, strategy, training, seeds, where to record) and
-    the study (or None). Every check that can fail runs here, before Ray starts."""
-    from pipeline.lockstep import parse_population
-    from pipeline.strategies import strategy_class
-
-    req.population = parse_population(req.population)
-    out = Path(req.out).expanduser()
-    if not out.resolve().parent.is_dir():
-        raise LLLError(f"--out {req.out}: folder {out.parent} does not exist; create it or choose another path")
-    if req.seeds is not None and req.seeds < 1:
-        raise LLLError("--seeds must be at least 1")
-    if req.epochs is not None and req.epochs < 1:
-        raise LLLError("--epochs must be at least 1")
-    study = None
-    if req.study:
-        from search.study.storage import load_study, open_storage
-
-        study = load_study(req.study, open_storage(req.storage))
-        st = dict(study.user_attrs)
-        if req.pool is not None and req.pool != st["pool"]:
-            raise LLLError(f"study {req.study!r} searched pool {st['pool']!r}, not {req.pool!r}; drop --pool")
-        name = req.strategy or st["strategies"][0]
-        base_seed = st.get("seed", 0) if req.seed is None else req.seed
-        n_seeds = req.seeds or int(st.get("seeds", 1))
-        train = dict(st["train"])
-        uri = req.tracking_uri
-        if uri is None and st.get("tracking_uri_masked"):
-            raise LLLError("this study logs to a password-protected tracking store; pass --tracking-uri")
-        settings = {
-            "pool": st["pool"],
-            "pool_spec": st["pool_spec"],
-            "tasks": list(st["tasks"]),
-            "strategy": name,
-            "lambda": st.get("lambda"),
-            "options": (st.get("options") or {}).get(name, {}),
-            "data_dir": st.get("data_dir"),
-            "tracking_uri": uri or st.get("tracking_uri") or "sqlite:///mlflow.db",
-            "experiment": study.study_name,
-        }
-    else:
-        if not req.measure:
-            raise LLLError("--no-measure uses a study's evidence only; give --study NAME")
-        from tasks.registry import load_pool
-
-        pool = load_pool(req.pool or "mixed-mnist", req.data_dir)
-        name, base_seed, n_seeds = req.strategy or "naive", req.seed or 0, req.seeds or 1
-        train = dict(pool.spec.train)  # the pool's training defaults; --epochs overrides
-        settings = {
-            "pool": req.pool or "mixed-mnist",
-            "pool_spec": pool.spec.model_dump_json(),
-            "tasks": pool.names,
-            "strategy": name,
-            "lambda": None,
-            "options": {},
-            "data_dir": req.data_dir,
-            "tracking_uri": req.tracking_uri,
-            "experiment": "lll-affinity",
-        }
-    strategy_class(name)  # an unknown strategy fails here
-    if req.epochs is not None:
-        train["epochs"] = req.epochs
-    settings["train"] = TrainConfig(**train).model_dump(mode="json")
-    settings["seeds"] = [base_seed + k for k in range(n_seeds)]
-    if settings["tracking_uri"]:
-        from pipeline.tracking import check_tracking_uri
-
-        check_tracking_uri(settings["tracking_uri"])
-    return settings, study
 
 
 def stored_measurement(study: Any, strategy: str) -> Evidence | None:
@@ -268,12 +175,23 @@ def stored_measurement(study: Any, strategy: str) -> Evidence | None:
     return Evidence.from_dict(kept["evidence"])
 
 
+def rank_graph(
+    g: nx.DiGraph, outcomes: list[tuple[list[str], float]], strategy: str | None, top: int = 3
+) -> tuple[ZeroShot, dict[str, list[str]]]:
+    """The one ranking of `lll affinity`: the zero-shot pick (the graph model fitted to ``outcomes``
+    when there are enough of them) and each rule's ordering."""
+    fitted = GraphModel.from_graph(g, strategy=strategy).fit(outcomes).params
+    pick = zero_shot_pick(g, strategy, fitted if fitted.fitted_on else None, k=max(1, top))
+    tasks, d = graph_tasks(g), dissimilarity_from_graph(g)
+    return pick, {r: rule_order(r, tasks, d) for r in RULES}
+
+
 def run_affinity(
     req: AffinityRequest, progress: Progress | None = None, prepared: tuple[dict[str, Any], Any] | None = None
 ) -> AffinityResult:
-    """Measure (and/or harvest) the evidence, build the graph, write GraphML + PNG, fit the path
-    score to the study's trials when there are enough, find the best orderings, record in MLflow.
-    ``prepared``: :func:`prepare_affinity`'s result when the caller validated the request already."""
+    """Measure (and/or harvest) the evidence, build the graph, write GraphML + PNG, pick the
+    ordering, record in MLflow. ``prepared``: :func:`prepare_affinity`'s result when the caller
+    validated the request already."""
     settings, study = prepared or prepare_affinity(req)
     cfg = StrategyConfig(name=settings["strategy"], lam=settings["lambda"], options=settings["options"])
     measurement = None
@@ -307,8 +225,7 @@ def run_affinity(
         "harvested_trials": len(outcomes),
     }
     graph = build_graph(settings["tasks"], measured, harvested, meta=meta)
-    weights = fit_weights(graph, outcomes)
-    orderings, method = best_orderings(graph, weights, k=max(1, req.top))
+    pick, rules = rank_graph(graph, outcomes, settings["strategy"], req.top)
     graphml = write_graphml(graph, Path(req.out).expanduser())
     png = draw(
         graph,
@@ -316,121 +233,59 @@ def run_affinity(
         f"task affinity of {Path(settings['pool']).stem} ({settings['strategy']}): edge width ∝ |transfer|, "
         "labels in pp",
     )
-    run_id = None
+    res = AffinityResult(graph, graphml, png, pick, rules, measurement, len(outcomes), None, settings)
     if settings["tracking_uri"]:
-        run_id = record_affinity(settings, graph, graphml, png, weights, orderings, measurement, len(outcomes))
-    return AffinityResult(graph, graphml, png, weights, orderings, method, measurement, len(outcomes), run_id, settings)
+        res.mlflow_run_id = record_affinity(res)
+    return res
 
 
-def record_affinity(
-    settings: dict[str, Any],
-    graph: nx.DiGraph,
-    graphml: Path,
-    png: Path,
-    weights: PathWeights,
-    orderings: list[tuple[list[str], float]],
-    measurement: AffinityMeasurement | None,
-    harvested_trials: int,
-) -> str:
+def record_affinity(res: AffinityResult) -> str:
     """One MLflow run (tag lll.kind=affinity) in the study's experiment: the graph's settings as
-    params, its size and cost as metrics, GraphML, PNG and the scored orderings as artifacts."""
+    params, the pick and its cost as metrics; GraphML, PNG, the ranking `lll affinity --recommend`
+    prints (affinity_orderings.json) and every seed's raw rows (affinity_rows.json) as artifacts."""
     from search.study.recording import RunRecord, write
 
+    settings, graph, pick, measurement = res.settings, res.graph, res.pick, res.measurement
     params = {
         "pool": settings["pool"],
         "strategy": settings["strategy"],
         "lambda": settings["lambda"],
         "seeds": ",".join(map(str, settings["seeds"])) if measurement else "",
         "tasks": ",".join(settings["tasks"]),
-        "weights": weights.describe(),
+        "ranking": pick.how,
+        "pick": ",".join(pick.order),
         **{f"train.{k}": v for k, v in settings["train"].items()},
     }
     metrics: dict[str, float] = {
         "edges_measured": sum(1 for *_, d in graph.edges(data=True) if d["n_measured"] > 0),
         "edges_harvested": sum(1 for *_, d in graph.edges(data=True) if d["n_harvested"] > 0),
-        "harvested_trials": harvested_trials,
-        "fitted_on": weights.fitted_on,
+        "harvested_trials": res.harvested_trials,
+        "fitted_on": pick.params.fitted_on,
+        "best_predicted_score": pick.predicted,  # the pick's predicted ACC
+        "pick_predicted_acc_low": pick.interval[0],
+        "pick_predicted_acc_high": pick.interval[1],
+        "pick_stability": pick.stability,
+        "pair_noise": pick.noise,
     }
-    if orderings:
-        metrics["best_predicted_score"] = orderings[0][1]
     if measurement is not None:
         metrics.update(trained=measurement.trained, reused=measurement.reused, seconds=measurement.seconds)
-    scored = json.dumps(
-        {"weights": weights.__dict__, "orderings": [{"order": o, "score": s} for o, s in orderings]}, indent=2
-    )
+    ranking = {
+        "how": pick.how,
+        "params": pick.params.__dict__,
+        "pick": {"order": pick.order, "predicted_acc": pick.predicted, "interval": list(pick.interval)},
+        "stability": pick.stability,
+        "trusted": pick.trusted,
+        "noise": {"pair_sd": pick.noise, "measured": pick.noise_measured, "seeds": pick.seeds},
+        "runners_up": [{"order": o, "predicted_acc": s} for o, s in pick.runners_up],
+        "rules": res.rules,
+    }
     files = [
-        ("affinity", graphml.name, graphml.read_bytes()),
-        ("affinity", png.name, png.read_bytes()),
-        ("affinity", "affinity_orderings.json", scored.encode()),
+        ("affinity", res.graphml.name, res.graphml.read_bytes()),
+        ("affinity", res.png.name, res.png.read_bytes()),
+        ("affinity", "affinity_orderings.json", json.dumps(ranking, indent=2).encode()),
     ]
+    if measurement is not None:  # every seed's rows, so a seed can be dropped or re-averaged later
+        files.append(("affinity", "affinity_rows.json", json.dumps(measurement.to_dict(), indent=2).encode()))
     tags = {"lll.kind": "affinity"}
     rec = RunRecord(settings["experiment"], "affinity graph", params, tags, None, metrics, {}, files)
     return write(settings["tracking_uri"], rec)
-
-
-# ---------------------------------------------------------------------------------------------
-# `lll search --seed-from-graph`
-# ---------------------------------------------------------------------------------------------
-def enqueue_orderings(study: Any, settings: dict[str, Any], orders: list[list[str]]) -> None:
-    """Make ``orders`` the study's next trials, with the study's first strategy and its fixed λ
-    (or the strategy's default)."""
-    from search.orders.space import SearchSpace
-
-    space = SearchSpace(
-        settings["tasks"],
-        settings["strategies"],
-        settings.get("lambda"),
-        settings.get("fixed_order"),
-        settings.get("options") or {},
-    )
-    for order in orders:
-        study.enqueue_trial(space.trial_params(order, settings["strategies"][0], settings.get("lambda")))
-
-
-def summary_lines(res: AffinityResult, recommend: bool) -> list[str]:
-    """What `lll affinity` prints: cost, evidence, the transfer matrix, clusters, files, and with
-    ``recommend`` the best-scoring orderings and which weights scored them."""
-    from search.graph.affinity import clusters, graph_tasks, transfer_matrix
-
-    g, st = res.graph, res.settings
-    lines = []
-    m = res.measurement
-    if m is not None:
-        t = len(m.tasks)
-        lines.append(
-            f"measured {t} single-task and {t * (t - 1)} pair orderings × {len(m.seeds)} seed(s) with "
-            f"{st['strategy']}: {m.trained} task-trainings run, {m.reused} prefixes reused from the cache, "
-            + (f"{m.rebuilt} prefixes rebuilt on another worker, " if m.rebuilt else "")
-            + f"{m.seconds:.0f} s"
-        )
-    if st.get("experiment") and st["experiment"] != "lll-affinity":
-        lines.append(f"harvested {res.harvested_trials} complete {st['strategy']} trial(s) of study {st['experiment']}")
-    names = graph_tasks(g)
-    tm = transfer_matrix(g)
-    width = max(8, *(len(n) for n in names)) + 1
-    lines.append("transfer a→b in pp (row a = trained first, column b = measured on; solo = accuracy on itself):")
-    lines.append(" " * width + "".join(f"{n:>{width}}" for n in names) + f"{'solo':>{width}}")
-    for i, a in enumerate(names):
-        cells = "".join(f"{'·':>{width}}" if i == j else f"{tm[i, j] * 100:>+{width}.1f}" for j in range(len(names)))
-        solo = g.nodes[a].get("solo", float("nan"))
-        lines.append(f"{a:<{width}}{cells}{solo * 100:>{width}.1f}")
-    lines.append("clusters of related tasks: " + "; ".join("{" + ", ".join(c) + "}" for c in clusters(g)))
-    lines.append(f"wrote {res.graphml} and {res.png}")
-    if res.mlflow_run_id:
-        lines.append(f"recorded in MLflow run {res.mlflow_run_id} (experiment {st['experiment']})")
-    if recommend and res.orderings:
-        fitted = res.weights.fitted_on > 0
-        kind = "predicted ACC" if fitted else "path score"
-
-        def fmt(score: float) -> str:
-            return f"{score * 100:.2f}%" if fitted else f"{score:+.4f}"
-
-        best, score = res.orderings[0]
-        lines.append(f"recommended order: {' → '.join(best)}  ({kind} {fmt(score)})")
-        lines.append(f"  scored with {res.weights.describe()}")
-        if not fitted:
-            lines.append("  (fitting needs ≥ 9 complete trials of this strategy in --study; a path score is unitless)")
-        for o, s in res.orderings[1:]:
-            lines.append(f"  runner-up: {' → '.join(o)}  ({kind} {fmt(s)})")
-        lines.append(f"  solver: {res.method}")
-    return lines

@@ -1,10 +1,10 @@
-"""`lll search --seed-from-graph` and `lll affinity --recommend`: orderings from the graph model and
-the published rules.
+"""`lll search --seed-from-graph`: a new study's first trials from its affinity graph.
 
 Seeding measures the new study's affinity graph (T² task-trainings, one seed, the study's first
 strategy and training config, on the search's own workers via ``search.study.affinity_runs``), then
-enqueues as its first trials the graph model's best ordering, each rule's ordering and the model's
-runners-up (distinct, :data:`SEED_ORDERINGS` in all). The measured evidence is kept in the study
+enqueues as its first trials the zero-shot pick (``search/graph/zero_shot.py``, the ordering `lll
+affinity --recommend` prints), each rule's ordering and the pick's runners-up (distinct,
+:data:`SEED_ORDERINGS` in all). The measured evidence is kept in the study
 (user attribute ``affinity_evidence``): the model sampler reads it as a feature, and `lll affinity
 --study NAME --no-measure` can rebuild the graph.
 """
@@ -16,19 +16,22 @@ from typing import Any
 import networkx as nx
 
 from pipeline.config import StrategyConfig, TrainConfig
-from search.graph.model import GraphModel
+from search.graph.affinity import graph_tasks
 from search.graph.rules import RULES, dissimilarity_from_graph, rule_order
+from search.graph.zero_shot import PairArrays, ZeroShot, zero_shot_pick
 
 SEED_ORDERINGS = 4
 
 
-def candidate_orderings(g: nx.DiGraph, model: GraphModel, k: int = SEED_ORDERINGS) -> list[tuple[list[str], str]]:
-    """(ordering, where it came from): the model's best, every rule's, then the model's runners-up."""
-    tasks = list(model.tasks)
-    top, _ = model.top(k=k)
+def candidate_orderings(
+    g: nx.DiGraph, k: int = SEED_ORDERINGS, pick: ZeroShot | None = None
+) -> list[tuple[list[str], str]]:
+    """(ordering, where it came from): the zero-shot pick, every rule's, then the pick's runners-up."""
+    tasks = graph_tasks(g)
+    pick = pick or zero_shot_pick(g, k=k, draws=0)
     d = dissimilarity_from_graph(g)
-    cands = [(top[0][0], "graph model")] + [(rule_order(r, tasks, d), r) for r in RULES]
-    cands += [(o, "graph model runner-up") for o, _ in top[1:]]
+    cands = [(pick.order, "zero-shot pick")] + [(rule_order(r, tasks, d), r) for r in RULES]
+    cands += [(o, "zero-shot runner-up") for o, _ in pick.runners_up]
     out, seen = [], set()
     for o, why in cands:
         if tuple(o) not in seen:
@@ -48,7 +51,7 @@ def seed_study_from_graph(
 ) -> list[tuple[list[str], str]]:
     """Measure the graph of a new study's pool, enqueue the best orderings, keep the evidence."""
     from search.graph.affinity import build_graph
-    from search.study.affinity_runs import enqueue_orderings, measure_affinity
+    from search.study.affinity_runs import measure_affinity
 
     name = settings["strategies"][0]
     cfg = StrategyConfig(name=name, lam=settings.get("lambda"), options=(settings.get("options") or {}).get(name, {}))
@@ -72,10 +75,10 @@ def seed_study_from_graph(
         raise
     evidence = meas.evidence()
     graph = build_graph(settings["tasks"], evidence, meta={"strategy": name})
-    model = GraphModel.from_graph(graph)
-    cands = candidate_orderings(graph, model, k)
+    pick = zero_shot_pick(graph, name, k=k, draws=0)  # the ordering `lll affinity --recommend` prints
+    cands = candidate_orderings(graph, k, pick)
     enqueue_orderings(study, settings, [o for o, _ in cands])
-    scores = model.predict([o for o, _ in cands])
+    scores = PairArrays.from_graph(graph).model(pick.params).predict([o for o, _ in cands])
     kept = [{"order": o, "from": why, "score": float(s)} for (o, why), s in zip(cands, scores, strict=True)]
     study.set_user_attr("graph_orderings", kept)
     study.set_user_attr(
@@ -85,26 +88,17 @@ def seed_study_from_graph(
     return cands
 
 
-def recommend_lines(
-    g: nx.DiGraph, outcomes: list[tuple[list[str], float]], rule: str | None, top: int = 3
-) -> list[str]:
-    """What `lll affinity --recommend [--rule NAME]` prints: the graph model's ranking (fitted to
-    the study's finished trials when there are enough), or one rule's ordering."""
-    model = GraphModel.from_graph(g).fit(outcomes)
-    tasks = list(model.tasks)
-    if rule is not None:
-        o = rule_order(rule, tasks, dissimilarity_from_graph(g))
-        pred = float(model.predict([o])[0])
-        return [
-            f"recommended order ({rule}): {' → '.join(o)}",
-            f"  graph model's predicted ACC of it: {pred * 100:.2f}%  ({model.params.describe()})",
-        ]
-    best, how = model.top(k=max(1, top))
-    lines = [f"recommended order: {' → '.join(best[0][0])}  (graph model's predicted ACC {best[0][1] * 100:.2f}%)"]
-    lines.append(f"  model: every training maps each task's accuracy as the pairs measured; {model.params.describe()}")
-    if not model.params.fitted_on:
-        lines.append("  (fitting α, κ needs ≥ 6 complete trials in --study; unfitted, the prediction is the model's)")
-    for o, s in best[1:]:
-        lines.append(f"  runner-up: {' → '.join(o)}  (predicted ACC {s * 100:.2f}%)")
-    lines.append(f"  ranking: {how}; rules: --rule {' | '.join(RULES)}")
-    return lines
+def enqueue_orderings(study: Any, settings: dict[str, Any], orders: list[list[str]]) -> None:
+    """Make ``orders`` the study's next trials, with the study's first strategy and its fixed λ
+    (or the strategy's default)."""
+    from search.orders.space import SearchSpace
+
+    space = SearchSpace(
+        settings["tasks"],
+        settings["strategies"],
+        settings.get("lambda"),
+        settings.get("fixed_order"),
+        settings.get("options") or {},
+    )
+    for order in orders:
+        study.enqueue_trial(space.trial_params(order, settings["strategies"][0], settings.get("lambda")))

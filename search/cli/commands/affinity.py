@@ -17,9 +17,13 @@ def affinity(
     out_path: Annotated[Path, typer.Option("--out", help="GraphML file (a PNG is written beside it)")] = Path(
         "affinity.graphml"
     ),
-    recommend: Annotated[bool, typer.Option(help="Print the best-scoring ordering and its score")] = False,
+    recommend: Annotated[
+        bool, typer.Option(help="Print the zero-shot pick: predicted ACC, interval, the rules' picks, trust")
+    ] = False,
     strategy: Annotated[str | None, typer.Option(help="Strategy to measure with [default: naive / study's]")] = None,
-    seeds: Annotated[int | None, typer.Option(help="Seeds to measure [default: 1 / the study's]")] = None,
+    seeds: Annotated[
+        int | None, typer.Option(help="Seeds of pair trainings, averaged; ≥ 2 measure their noise [default: 1]")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="First seed [default: 0 / the study's]")] = None,
     workers: Annotated[int | None, typer.Option(help="Ray worker actors [default: one per CPU]")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per task [default: 10 / the study's]")] = None,
@@ -36,11 +40,13 @@ def affinity(
     ] = None,
 ) -> None:
     """Measure how tasks help (transfer) or hurt (interference) each other; write the task-affinity
-    graph as GraphML + PNG; with --recommend, the ordering the graph scores best."""
+    graph as GraphML + PNG; with --recommend, the zero-shot pick it records in MLflow."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from search.graph.rules import check_rule
-    from search.study.affinity_runs import AffinityRequest, prepare_affinity, run_affinity, summary_lines
+    from search.study.affinity_lines import recommend_lines, summary_lines
+    from search.study.affinity_runs import run_affinity
+    from search.study.affinity_settings import AffinityRequest, prepare_affinity
 
     if rule is not None:
         check_rule(rule)
@@ -72,14 +78,9 @@ def affinity(
             progress.update(bar, completed=done, total=total, description=f"affinity runs (last: {what})")
 
         result = run_affinity(req, on_progress, prepared)
-    lines = summary_lines(result, False)
-    if recommend:  # the graph model of final accuracy (fitted to --study's trials) or a published rule
-        from search.graph.affinity import trial_outcomes
-        from search.study.graph_seed import recommend_lines
-
-        st = prepared[1]
-        outcomes = trial_outcomes(st.get_trials(deepcopy=False), result.settings["strategy"]) if st else []
-        lines += recommend_lines(result.graph, outcomes, rule, top)
+    lines = summary_lines(result)
+    if recommend:  # the zero-shot pick recorded in MLflow (fitted to --study's trials), or a rule's ordering
+        lines += recommend_lines(result, rule)
     for line in lines:
         out.print(line, markup=False, highlight=False)
     from search.cli.commands.search import workers_line

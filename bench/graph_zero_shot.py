@@ -1,0 +1,234 @@
+"""The affinity graph's own answer, on every ground truth: the zero-shot pick from the pair trainings.
+
+For each 7-task ground truth (bench/common.py TRUTHS: ``cheap``; ``defaults`` once merged; or the
+finished parts of a running truth with --parts) and strategy, the T² single-task and pair trainings
+are read off the truth's prefix tree (rows after [a] and [a, b] — what `lll affinity` trains) for
+1, 2 and 3 seeds, the graph is built, and these are ranked among all 5,040 orderings by the truth
+(seed-mean ACC over all the truth's seeds):
+
+* ``pick``  — ``search/graph/zero_shot.py`` (what `lll affinity --recommend` prints);
+* ``graph model top`` — the unfitted graph model's best ordering (the previous recommendation);
+* the published rules (``search/graph/rules.py``).
+
+``spearman_zero_shot`` is Spearman's ρ between the pick's consensus score and the truth over all
+orderings. ``seeded_vs_model_trials``: a lookup simulation (as bench/search_at_scale.py): the model
+sampler (search/propose/sampler.py) seeded from the graph as `lll search --seed-from-graph` does
+(the graph's orderings enqueued first, the graph feature on) against the plain model sampler;
+median trials until an ordering of the truth's top 1 % is proposed, over --reps sampler seeds.
+``--real`` adds searches on permuted-mnist-10 and rotated-mnist-10 (see :mod:`graph_zero_shot_real`).
+
+    python bench/graph_zero_shot.py                 # all truths, 21 sampler seeds (CPU-heavy)
+    python bench/graph_zero_shot.py --quick         # 3 sampler seeds, cap 60; minutes
+    python bench/graph_zero_shot.py --parts /work/gt/parts/defaults   # + finished seeds of a running truth
+    python bench/graph_zero_shot.py --real --quick  # smoke test of the real-search part (tiny data)
+
+Writes bench/out/graph_zero_shot.json (--out to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import common
+import numpy as np
+
+from search.graph.affinity import build_graph
+from search.graph.evidence import Evidence, evidence_from_rows
+from search.graph.model import GraphModel
+from search.graph.rules import RULES, dissimilarity_from_graph, rule_order
+from search.graph.zero_shot import Ensemble, PairArrays, zero_shot_pick
+
+
+# ---- truths --------------------------------------------------------------------------------------
+def truth_from_doc(doc: dict, strategy: str, label: str) -> dict | None:
+    """{name, tasks, perms, acc (seed mean, in perms order), trees {seed: rows by prefix}}."""
+    runs = {int(r["seed"]): r for r in doc["runs"].values() if r["strategy"] == strategy}
+    if not runs:
+        return None
+    tasks = list(doc["tasks"])
+    pos = {a: i for i, a in enumerate(tasks)}
+    perms = np.array([[pos[a] for a in o.split(",")] for o in doc["orderings"]], dtype=np.int64)
+    acc = common.seed_mean(doc, strategy)
+    trees = {s: {k: dict(zip(tasks, v, strict=True)) for k, v in r["rows"].items()} for s, r in runs.items()}
+    return {"name": f"mixed-mnist-7/{strategy}/{label}", "strategy": strategy, "tasks": tasks, "perms": perms,
+            "acc": acc, "trees": trees}  # fmt: skip
+
+
+def truths_from_parts(folder: Path, label: str) -> list[dict]:
+    """Finished strategy-seeds (all 5,040 orderings) of bench/ground_truth.py's part files."""
+    from ground_truth import read_part
+
+    by: dict[str, dict[int, dict]] = {}
+    for path in sorted(folder.glob("*_s*.jsonl")):
+        strategy, seed = path.stem.rsplit("_s", 1)
+        recs = read_part(path)
+        if len(recs) == 5040:
+            by.setdefault(strategy, {})[int(seed)] = recs
+    out = []
+    for strategy, seeds in sorted(by.items()):
+        tasks = list(next(iter(next(iter(seeds.values())).values()))["rows"][0])
+        orders = common.all_orderings(tasks)
+        runs = {}
+        for s, recs in seeds.items():
+            tree: dict[str, list[float]] = {}
+            for o in orders:
+                for i in range(3):
+                    tree.setdefault(",".join(o[:i]), [recs[o]["rows"][i][t] for t in tasks])
+            runs[f"{strategy}/seed{s}"] = {"strategy": strategy, "seed": s, "rows": tree,
+                                           "acc": [recs[o]["acc"] for o in orders]}  # fmt: skip
+        doc = {"tasks": tasks, "orderings": [",".join(o) for o in orders], "runs": runs}
+        out.append(truth_from_doc(doc, strategy, label))
+    return out
+
+
+def load_truths(parts: Path | None) -> list[dict]:
+    out = []
+    for label, path in common.TRUTHS.items():
+        if path.exists():
+            doc = common.load_truth(label)
+            out += [t for s in ("naive", "ewc") if (t := truth_from_doc(doc, s, label)) is not None]
+    if parts is not None:
+        have = {t["name"] for t in out}
+        out += [t for t in truths_from_parts(parts, parts.name) if t["name"] not in have]
+    return out
+
+
+def pair_evidence(tasks: list[str], tree: dict) -> Evidence:
+    """The T² trainings `lll affinity` runs, read from a truth's prefix tree: [a] and [a, b]."""
+    single = {a: tree[a] for a in tasks}
+    pairs = {(a, b): tree[f"{a},{b}"] for a, b in itertools.permutations(tasks, 2)}
+    return evidence_from_rows(tree[""], single, pairs)
+
+
+def seed_sets(seeds: list[int]) -> list[tuple[int, ...]]:
+    """Each seed alone, then the first 2 and the first 3 seeds together."""
+    out = [(s,) for s in seeds]
+    return out + [tuple(seeds[:k]) for k in (2, 3) if len(seeds) >= k]
+
+
+# ---- zero-shot ranks -----------------------------------------------------------------------------
+def graph_of(truth: dict, seeds: tuple[int, ...]):
+    ev = Evidence()
+    for s in seeds:
+        ev.update(pair_evidence(truth["tasks"], truth["trees"][s]))
+    return build_graph(truth["tasks"], ev, meta={"strategy": truth["strategy"]})
+
+
+def zero_shot_ranks(truth: dict, seeds: tuple[int, ...], draws: int) -> dict:
+    """Ranks (1 = best of all) of the pick, the graph model's top and the rules; ρ of the pick's score."""
+    tasks, perms, acc = truth["tasks"], truth["perms"], truth["acc"]
+    index = {tuple(p): i for i, p in enumerate(perms.tolist())}
+    g = graph_of(truth, seeds)
+
+    def rank(order: list[str]) -> int:
+        return common.rank_of(acc, index[tuple(tasks.index(a) for a in order)])
+
+    pick = zero_shot_pick(g, truth["strategy"], draws=draws)
+    score = Ensemble.build(PairArrays.from_graph(g), truth["strategy"]).score(perms)
+    model = GraphModel.from_graph(g)
+    d = dissimilarity_from_graph(g)
+    return {
+        "pick": rank(pick.order),
+        "order": pick.order,
+        "stability": pick.stability,
+        "trusted": pick.trusted,
+        "spearman": common.spearman(score, acc),
+        "graph_model_top": rank(model.top(k=1)[0][0][0]),
+        "graph_model_spearman": common.spearman(model.predict_perms(perms), acc),
+        **{r: rank(rule_order(r, tasks, d)) for r in RULES},
+    }
+
+
+# ---- seeded vs plain model sampler (lookup) ------------------------------------------------------
+def lookup_trials(truth: dict, seeded: bool, rep: int, cap: int, good: set, graph) -> int:
+    """Trials until the model sampler proposes a ``good`` ordering (censored at ``cap``)."""
+    import optuna
+
+    from search.orders.space import SearchSpace
+    from search.propose.sampler import PermutationSampler
+    from search.study.graph_seed import candidate_orderings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tasks = truth["tasks"]
+    space = SearchSpace(tasks, ["naive"])
+    study = optuna.create_study(direction="maximize", sampler=PermutationSampler(tasks, seed=rep, use_graph=seeded))
+    if seeded:
+        measured = Evidence.from_dict(json.loads(graph.graph["measured"]))
+        kept = {"strategy": {"name": truth["strategy"]}, "evidence": measured.to_dict()}
+        study.set_user_attr("affinity_evidence", kept)
+        for o, _ in candidate_orderings(graph):
+            study.enqueue_trial(space.trial_params(o, "naive", None))
+    value = {tuple(tasks[i] for i in p): float(v) for p, v in zip(truth["perms"], truth["acc"], strict=True)}
+    for n in range(1, cap + 1):
+        trial = study.ask()
+        order = tuple(space.suggest(trial).order)
+        study.tell(trial, value[order])
+        if order in good:
+            return n
+    return cap
+
+
+def seeded_vs_model(truth: dict, reps: int, cap: int) -> list[float]:
+    acc, perms, tasks = truth["acc"], truth["perms"], truth["tasks"]
+    good = {tuple(tasks[i] for i in perms[j]) for j in np.argsort(-acc, kind="stable")[: max(1, len(acc) // 100)]}
+    g = graph_of(truth, (min(truth["trees"]),))  # one seed of pairs, as `lll search --seed-from-graph`
+    out = []
+    for seeded in (True, False):
+        trials = [lookup_trials(truth, seeded, rep, cap, good, g) for rep in range(reps)]
+        out.append(float(statistics.median(trials)))
+        print(f"  {'seeded' if seeded else 'model '} median {out[-1]:.1f} trials {trials}", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="3 sampler seeds, cap 60, 8 noise draws")
+    ap.add_argument("--reps", type=int, default=21)
+    ap.add_argument("--cap", type=int, default=200)
+    ap.add_argument("--draws", type=int, default=20)
+    ap.add_argument("--parts", type=Path, default=None, help="a running truth's part files (finished seeds)")
+    ap.add_argument("--no-lookup", action="store_true", help="skip the seeded-vs-model simulation")
+    ap.add_argument("--real", action="store_true", help="also the real searches on permuted/rotated-mnist-10")
+    ap.add_argument("--out", type=Path, default=common.OUT / "graph_zero_shot.json")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.reps, args.cap, args.draws = min(args.reps, 3), min(args.cap, 60), min(args.draws, 8)
+    result: dict = {"rank_of_pick": {}, "spearman_zero_shot": {}, "seeded_vs_model_trials": {}}
+    details: dict = {"by_seeds": {}, "reps": args.reps, "cap": args.cap, "quick": args.quick}
+    for truth in load_truths(args.parts):
+        t0, name = time.perf_counter(), truth["name"]
+        seeds = sorted(truth["trees"])
+        rows = {"+".join(map(str, ss)): zero_shot_ranks(truth, ss, args.draws) for ss in seed_sets(seeds)}
+        details["by_seeds"][name] = rows
+        first = rows[str(seeds[0])]
+        result["rank_of_pick"][name] = first["pick"]
+        result["spearman_zero_shot"][name] = round(first["spearman"], 4)
+        for key, r in rows.items():
+            print(f"{name} pairs of seed(s) {key}: pick {r['pick']} (stability {r['stability']:.2f}), ρ "
+                  f"{r['spearman']:+.3f}; graph model top {r['graph_model_top']} (ρ {r['graph_model_spearman']:+.3f}); "
+                  + ", ".join(f"{x} {r[x]}" for x in RULES), flush=True)  # fmt: skip
+        if not args.no_lookup:
+            result["seeded_vs_model_trials"][name] = seeded_vs_model(truth, args.reps, args.cap)
+        print(f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
+    if args.real:
+        from graph_zero_shot_real import real_searches
+
+        details["real"] = real_searches(quick=args.quick)
+        result["real"] = {k: v["summary"] for k, v in details["real"].items()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_name(args.out.stem + "_details.json").write_text(json.dumps(details, indent=2, default=str) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
