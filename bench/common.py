@@ -13,6 +13,7 @@ import argparse
 import gzip
 import itertools
 import json
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -49,6 +50,10 @@ def load_truth(name_or_path: str | Path = "cheap") -> dict:
     """A ground-truth document: a name of :data:`TRUTHS` (see bench/ground_truth.py for its keys)
     or a path (``.gz`` or plain JSON, e.g. bench/order_effect.py's ``--out``)."""
     path = TRUTHS.get(str(name_or_path), Path(name_or_path))
+    if not path.is_file():
+        hint = "bench/ground_truth.py merge writes the named ones" if str(name_or_path) in TRUTHS else "check --truth"
+        print(f"error: no ground truth at {path}; {hint} (names: {', '.join(TRUTHS)})", file=sys.stderr)
+        raise SystemExit(2)
     with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as f:
         return json.load(f)
 

@@ -80,6 +80,13 @@ def test_load_truth_reads_a_gz_document_and_its_seed_means(tmp_path: Path) -> No
     assert all(path.parent == BENCH / "out" for path in common.TRUTHS.values())
 
 
+def test_a_missing_ground_truth_is_one_error_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        common.load_truth(tmp_path / "nothing.json.gz")
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("error: no ground truth at ") and err.count("\n") == 1
+
+
 def test_load_truth_reads_order_effects_plain_json_and_its_jobs(tmp_path: Path) -> None:
     runs = [{"order": ["a", "b"], "acc": 0.4}, {"order": ["b", "a"], "acc": 0.6}]
     doc = {"config": {}, "jobs": [{"pool": "p", "strategy": "naive", "seeds": [{"seed": 3, "runs": runs}]}]}
