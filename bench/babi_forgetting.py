@@ -22,11 +22,11 @@ else the second task of the order; ``--watch NAME`` picks another.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
+import common
 import matplotlib
 
 matplotlib.use("Agg")
@@ -102,7 +102,7 @@ def plot(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = common.parser(__doc__)
     ap.add_argument("--pool", default="babi-gen", help="babi-gen (offline), babi-20 or babi-10k (need --data-dir)")
     ap.add_argument("--data-dir", default=None, help="folder holding tasks_1-20_v1-2/ (real bAbI)")
     ap.add_argument("--download", action="store_true", help="download bAbI into --data-dir when missing")

@@ -14,10 +14,10 @@ seeds; tasks under 20% (chance is 10%) are flagged.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
+import common
 import torch
 
 from pipeline.config import StrategyConfig, TrainConfig
@@ -38,7 +38,7 @@ def settings(base: TrainConfig) -> dict[str, TrainConfig]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = common.parser(__doc__)
     ap.add_argument("--pool", default="mixed-mnist")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--train-per-task", type=int, default=None)

@@ -12,10 +12,10 @@ One process, one thread; a few minutes per seed on a shared 2-core machine.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 
+import common
 import torch
 
 from pipeline.config import StrategyConfig, TrainConfig
@@ -27,7 +27,7 @@ TOLERANCES = (0.0, 0.01, 0.03)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = common.parser(__doc__)
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--pool", default="permuted-mnist")
     args = ap.parse_args(argv)

@@ -15,15 +15,15 @@ checked directly:
    parameters; out-of-sample Spearman ρ after fitting to 30 orderings, median of 20 draws), for
    the truth of each seed and the seed mean, previous vs current model. Evidence: seed 0's pairs.
 
-"Previous model" = search/graph/model.py at commit :data:`LEGACY` (loaded with ``git show``).
+"Previous model" = search/graph_model.py (its path then) at commit :data:`LEGACY` (``git show``).
 
     python bench/graph_model_probe.py            # ≈ 1 min; writes bench/out/graph_model_probe.{txt,json}
     python bench/graph_model_probe.py --extra-parts bench/out/ground_truth_parts   # + finished, unmerged seeds
+    python bench/graph_model_probe.py --truth defaults --out /tmp/probe.txt   # the pool-defaults truth
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -36,35 +36,42 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import common
 import numpy as np
-from scipy.stats import spearmanr
+from search_at_scale import evidence_from_tree, graph_picks, spearman_oos, truth_for
+
+from search.graph.affinity import build_graph
+from search.graph.model import GraphModel
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.search_at_scale import evidence_from_tree, graph_picks, spearman_oos, truth_for  # noqa: E402
-from search.graph.affinity import build_graph  # noqa: E402
-from search.graph.model import GraphModel  # noqa: E402
-
-OUT = ROOT / "bench" / "out"
+OUT = common.OUT
 LEGACY = "1ae3d70"  # the previous graph model (erosion from solo towards the last task's transfer)
+LEGACY_PATH = "search/graph_model.py"  # where it lived at that commit (now search/graph/model.py)
+# Its imports, renamed to where those modules live now (search/ was regrouped by job since).
+LEGACY_IMPORTS = {
+    "from search.affinity import": "from search.graph.affinity import",
+    "from search.perm_moves import": "from search.orders.moves import",
+    "from search.order_rules import": "from search.graph.rules import",
+}
 
 
 def legacy_model_of():
     """``from_graph`` of the previous model, loaded from git (None when git cannot show it)."""
     res = subprocess.run(
-        ["git", "show", f"{LEGACY}:search/graph/model.py"], cwd=ROOT, capture_output=True, text=True, check=False
+        ["git", "show", f"{LEGACY}:{LEGACY_PATH}"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     if res.returncode != 0:
         return None
+    source = res.stdout
+    for old, new in LEGACY_IMPORTS.items():
+        source = source.replace(old, new)
     mod = types.ModuleType("legacy_graph_model")
     sys.modules[mod.__name__] = mod
-    exec(compile(res.stdout, f"{LEGACY}:search/graph/model.py", "exec"), mod.__dict__)
+    exec(compile(source, f"{LEGACY}:{LEGACY_PATH}", "exec"), mod.__dict__)
     return mod.GraphModel.from_graph
 
 
-def sp(a, b) -> float:
-    return float(spearmanr(a, b).statistic)
+sp = common.spearman
 
 
 def r2_of_groups(y: np.ndarray, keys: list) -> float:
@@ -168,9 +175,9 @@ def seed_noise(doc: dict, strategy: str) -> dict | None:
         "acc_spearman_seed0_seed1": sp(a0, a1),
         "acc_pearson_seed0_seed1": float(np.corrcoef(a0, a1)[0, 1]),
         # the top-pick ceiling: where one seed's best ordering ranks in the other seed
-        "rank_in_seed1_of_seed0_best": int((a1 > a1[np.argmax(a0)]).sum() + 1),
-        "rank_in_seed0_of_seed1_best": int((a0 > a0[np.argmax(a1)]).sum() + 1),
-        "median_rank_in_seed1_of_seed0_top10": float(np.median([(a1 > a1[i]).sum() + 1 for i in np.argsort(-a0)[:10]])),
+        "rank_in_seed1_of_seed0_best": common.rank_of(a1, int(np.argmax(a0))),
+        "rank_in_seed0_of_seed1_best": common.rank_of(a0, int(np.argmax(a1))),
+        "median_rank_in_seed1_of_seed0_top10": float(np.median([common.rank_of(a1, i) for i in np.argsort(-a0)[:10]])),
     }
 
 
@@ -196,22 +203,24 @@ def scores(
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--truth", type=Path, default=OUT / "ground_truth_mixed-mnist-7.json.gz")
+    ap = common.parser(__doc__)
+    ap.add_argument("--truth", default="cheap", help=f"a ground truth ({', '.join(common.TRUTHS)}) or its path")
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--out", type=Path, default=OUT / "graph_model_probe.txt")
     ap.add_argument(
         "--extra-parts",
         type=Path,
         default=None,
-        help="also use the (strategy, seed) runs finished in this ground_truth_parts folder (not yet merged)",
+        help="also use the (strategy, seed) runs finished in this ground_truth_parts folder (not yet merged; "
+        "bench/ground_truth.py's layout: <folder>/<config>/<strategy>_s<seed>.jsonl)",
     )
     args = ap.parse_args(argv)
-    from bench.ground_truth import load_ground_truth, merge
-
-    doc = load_ground_truth(args.truth)
+    doc = common.load_truth(args.truth)
     if args.extra_parts is not None:
-        extra = merge(args.extra_parts, list(doc["tasks"]))["runs"]
+        import ground_truth
+
+        config = doc["config"].get("name", "cheap")  # the cheap truth was written before configs had names
+        extra = ground_truth.merge(config, args.extra_parts / config)["runs"]
         doc["runs"].update({k: v for k, v in extra.items() if k not in doc["runs"]})
     tasks = list(doc["tasks"])
     pos = {a: i for i, a in enumerate(tasks)}
@@ -226,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         print(s, flush=True)
         lines.append(s)
 
-    say(f"graph model probe on {args.truth.name}; runs {sorted(doc['runs'])}")
+    say(f"graph model probe on {Path(common.TRUTHS.get(args.truth, args.truth)).name}; runs {sorted(doc['runs'])}")
     if args.extra_parts is not None:
         say(f"  (runs not in that file merged from the finished parts in {args.extra_parts})")
     for strategy in ("naive", "ewc"):

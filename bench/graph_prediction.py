@@ -7,7 +7,8 @@ On the default pool (mixed-mnist, 5 tasks, 120 orderings):
    training config as the ground truth.
 2. Ground truth: the final ACC of every ordering from an exhaustive enumeration, read from
    bench/order_effect.py's JSON (--truth; all 120 orderings for naive and ewc on seeds 0 and 1),
-   or enumerated here with pipeline.runner.run_ordering + MemoryPrefixCache when absent.
+   or (--quick) enumerated here through the scheduler (common.train_every_ordering, one model at
+   a time as order_effect.py's default).
 3. Rank correlation (Spearman) between the graph's path score of every ordering (default weights,
    no fitting) and the measured ACC — on the seed the graph was measured with, on a held-out seed,
    and on the seed mean; then with weights fitted on 24 random orderings (a default study's budget)
@@ -25,20 +26,18 @@ On the default pool (mixed-mnist, 5 tasks, 120 orderings):
 
 from __future__ import annotations
 
-import argparse
-import itertools
 import json
 import os
 import statistics
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 import optuna
-from scipy.stats import spearmanr
 
 from pipeline.config import StrategyConfig, TrainConfig
-from pipeline.runner import MemoryPrefixCache, run_ordering
+from pipeline.rmatrix import RMatrix
 from pipeline.strategies import strategy_class
 from search.graph.affinity import build_graph
 from search.graph.evidence import evidence_from_rows
@@ -54,27 +53,27 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 def load_truth(path: Path, pool: str, strategy: str) -> tuple[dict[int, dict[tuple, dict]], dict]:
     """{seed: {order: run}} for (pool, strategy) from bench/order_effect.py's JSON, and its config."""
-    data = json.loads(path.read_text())
-    for job in data["jobs"]:
-        if job["pool"] == pool and job["strategy"] == strategy:
-            return {s["seed"]: {tuple(r["order"]): r for r in s["runs"]} for s in job["seeds"]}, data["config"]
-    raise SystemExit(f"{path} has no job for pool {pool} / strategy {strategy}")
+    doc = common.load_truth(path)
+    runs = common.enumeration_runs(doc, pool, strategy)
+    if runs is None:
+        raise SystemExit(f"{path} has no job for pool {pool} / strategy {strategy}")
+    return runs, doc["config"]
 
 
-def enumerate_truth(pool, names: list[str], strategy: str, cfg: TrainConfig, seeds: list[int]) -> dict:
-    """Every ordering's R through one prefix cache per seed (what bench/order_effect.py does)."""
+def enumerate_truth(pool, names: list[str], strategy: str, cfg: TrainConfig, seeds: list[int], workers: int) -> dict:
+    """Every ordering's R per seed through the scheduler, one model at a time (as order_effect.py)."""
     out = {}
     for seed in seeds:
-        cache, runs = MemoryPrefixCache(), {}
-        for order in itertools.permutations(names):
-            r = run_ordering(pool, list(order), StrategyConfig(name=strategy), cfg, seed, cache=cache).rmatrix
-            runs[order] = {"order": list(order), "acc": r.acc(), "R": r.values.tolist()}
-        out[seed] = runs
+        sj, tj = StrategyConfig(name=strategy).model_dump_json(), cfg.model_dump_json()
+        rows, _ = common.train_every_ordering(pool.spec.model_dump_json(), names, sj, tj, seed, workers, 1)
+        out[seed] = {}
+        for order, got in rows.items():
+            r = RMatrix.from_rows(order, got)
+            out[seed][order] = {"order": list(order), "acc": r.acc(), "R": r.values.tolist()}
     return out
 
 
-def rho(a: list[float], b: list[float]) -> float:
-    return float(spearmanr(a, b).statistic)
+rho = common.spearman
 
 
 def truth_rows(runs: dict[tuple, dict]) -> dict:
@@ -168,7 +167,7 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = common.parser(__doc__)
     ap.add_argument("--truth", default="/tmp/lllbench/order_effect.json", help="bench/order_effect.py --out JSON")
     ap.add_argument("--pool", default="mixed-mnist")
     ap.add_argument("--strategies", default="naive,ewc")
@@ -200,7 +199,7 @@ def main() -> None:
         pool = load_pool(args.pool, train_per_task=cfg.get("train_per_task"))
         names = pool.names[: cfg["tasks"]] if cfg.get("tasks") else pool.names
         if args.quick:
-            truth = enumerate_truth(pool, names, strategy, train_cfg, [0, 1])
+            truth = enumerate_truth(pool, names, strategy, train_cfg, [0, 1], args.workers)
             source = "enumerated here (--quick)"
 
         # 1. the graph measured on Ray workers like `lll affinity` (or its rows kept from an earlier run)
@@ -275,7 +274,7 @@ def main() -> None:
             for name, (sd, rf, rnd) in variants.items()
         }
         best = max(table, key=table.get)
-        rank_of = {o: r + 1 for r, o in enumerate(sorted(table, key=table.get, reverse=True))}
+        rank_of = common.rank_table(table)
         res = {
             "truth": source,
             "tasks": names,

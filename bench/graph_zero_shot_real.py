@@ -10,6 +10,9 @@ The fresh-seed trainings run in this process through ``pipeline.runner.run_order
 Full run (not run by the issue's author; the lead decides): 2 pools × (100 + 22 orderings × 10 tasks
 × 2 seeds) task-trainings at the pools' defaults. ``quick``: the first 4 tasks, 60/40 images,
 1 epoch, 3 random orderings, 1 fresh seed (a smoke test).
+
+    python bench/graph_zero_shot_real.py --quick   # smoke test (also: python bench/graph_zero_shot.py --real)
+    python bench/graph_zero_shot_real.py           # both pools at their defaults (hours of CPU)
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import statistics
 import time
 
+import common
 import numpy as np
 
 POOLS = ("permuted-mnist-10", "rotated-mnist-10")
@@ -81,3 +85,9 @@ def real_searches(quick: bool = False) -> dict:
         out[name] = real_search(name, quick)
         print(f"{name}: {out[name]['summary']}", flush=True)
     return out
+
+
+if __name__ == "__main__":
+    ap = common.parser(__doc__)
+    ap.add_argument("--quick", action="store_true", help="4 tasks, tiny data: a smoke test")
+    real_searches(quick=ap.parse_args().quick)

@@ -14,11 +14,11 @@ plus its default, and prints mean ACC / BWT per λ; ``*`` marks the default.
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import time
 
+import common
 import torch
 
 from pipeline.config import StrategyConfig, TrainConfig
@@ -40,7 +40,7 @@ def grid(lo: float, hi: float, points: int) -> list[float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = common.parser(__doc__)
     ap.add_argument("--pool", default="mixed-mnist")
     ap.add_argument("--strategies", default=CLASSIC)
     ap.add_argument("--points", type=int, default=5, help="λ values per strategy besides the default (0: default)")

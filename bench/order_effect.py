@@ -1,81 +1,68 @@
 """Does the training order matter? Final ACC and BWT over every ordering of a pool's tasks.
 
-All T! orderings (120 for 5 tasks) are run through one MemoryPrefixCache per (pool, strategy,
-seed), so each distinct prefix is trained once (T + T(T-1) + ... = 325 task-trainings for 5 tasks
-instead of 600). Reported per strategy and seed: best / worst / median ACC and BWT with the
+All T! orderings (120 for 5 tasks) are trained per (pool, strategy, seed) through
+:func:`common.train_orderings` — Ray workers, lll's scheduler, each worker's prefix cache — so each
+distinct prefix is trained about once (T + T(T-1) + ... = 325 task-trainings for 5 tasks instead of
+600). ``--population 1`` (the default) trains one model at a time, bit for bit the numbers of the
+recorded runs (made with ``run_ordering``); ``--population auto`` trains in lockstep as the search
+does. Reported per strategy and seed: best / worst / median ACC and BWT with the
 orderings that reach them and the spread; across seeds: the Spearman rank correlation of the 120
 ACC (and BWT) values between seeds (is the ranking of orderings a property of the orderings or
 seed noise?) and the median seed-to-seed difference for the same ordering.
 
-    python bench/order_effect.py --out order_effect.json            # ~20 min of one core
+    python bench/order_effect.py --out order_effect.json            # ~20 min of one core per worker
     python bench/order_effect.py --report order_effect.json          # re-print a saved run, no training
     python bench/order_effect.py --quick    # < 60 s smoke test: 3 tasks, small data (numbers not meaningful)
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import statistics
-import time
 from collections import defaultdict
 from pathlib import Path
 
+import common
 import numpy as np
-import torch
 
 from pipeline.config import StrategyConfig, TrainConfig
-from pipeline.runner import MemoryPrefixCache, run_ordering
+from pipeline.rmatrix import RMatrix
 from pipeline.strategies import make_strategy
 from tasks.pool import TaskPool
 from tasks.registry import load_pool
 
-try:
-    from scipy.stats import spearmanr
-except ImportError:  # scipy comes with scikit-learn / mlxtend; fall back to numpy ranks
-    spearmanr = None
-
-
-def ranks(a: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank (what Spearman's rho needs)."""
-    order = np.argsort(a, kind="stable")
-    r = np.empty(len(a))
-    r[order] = np.arange(1, len(a) + 1)
-    for v in np.unique(a):
-        tie = a == v
-        r[tie] = r[tie].mean()
-    return r
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    if spearmanr is not None:
-        return float(spearmanr(a, b).statistic)
-    return float(np.corrcoef(ranks(np.asarray(a)), ranks(np.asarray(b)))[0, 1])
+spearman = common.spearman
 
 
 def enumerate_orderings(
-    pool: TaskPool, names: list[str], strategy: StrategyConfig, cfg: TrainConfig, seed: int
+    pool: TaskPool,
+    names: list[str],
+    strategy: StrategyConfig,
+    cfg: TrainConfig,
+    seed: int,
+    workers: int = 2,
+    population: int | str = 1,
 ) -> dict:
-    """Run every ordering of ``names`` through one prefix cache; return per-ordering metrics."""
-    cache = MemoryPrefixCache()
-    start, cpu = time.perf_counter(), time.process_time()
-    trained = reused = 0
+    """Every ordering of ``names`` through the scheduler (:func:`common.train_every_ordering`);
+    per-ordering metrics in lexicographic order. ``reused``: task-trainings answered from a cache."""
+    rows, stats = common.train_every_ordering(
+        pool.spec.model_dump_json(), names, strategy.model_dump_json(), cfg.model_dump_json(), seed, workers, population
+    )
     runs = []
-    for order in itertools.permutations(names):
-        result = run_ordering(pool, list(order), strategy, cfg, seed, cache=cache)
-        trained += result.trained
-        reused += result.reused
-        r = result.rmatrix
+    for order, got in rows.items():
+        r = RMatrix.from_rows(order, got)
         runs.append({"order": list(order), "acc": r.acc(), "bwt": r.bwt(), "fwt": r.fwt(), "R": r.values.tolist()})
+    uncached = len(runs) * len(names)
     return {
         "seed": seed,
         "runs": runs,
-        "trained": trained,
-        "reused": reused,
-        "uncached": len(runs) * len(names),
-        "seconds": time.perf_counter() - start,
-        "cpu_seconds": time.process_time() - cpu,
+        "trained": stats["trained"],
+        "reused": uncached - stats["trained"],
+        "uncached": uncached,
+        "seconds": stats["wall_s"],
+        "workers": len(stats["workers"]),
+        "population": [w.get("population") for w in stats["workers"]],
     }
 
 
@@ -177,7 +164,7 @@ def report(label: str, per_seed: list[dict]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = common.parser(__doc__)
     ap.add_argument("--pool", default="mixed-mnist")
     ap.add_argument("--strategies", default="naive,ewc", help="strategies for --pool (default λ each)")
     ap.add_argument("--exchangeable-pool", default="permuted-mnist", help="control pool, naive only ('' to skip)")
@@ -186,7 +173,10 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=None, help="use only the pool's first N tasks")
     ap.add_argument("--train-per-task", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None, help="override TrainConfig.epochs (default 10)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=2, help="Ray worker processes (one thread each)")
+    ap.add_argument(
+        "--population", default="1", help="1: one model at a time (the recorded runs); auto: lockstep as the search"
+    )
     ap.add_argument("--out", default=None, help="also write every ordering's R and metrics as JSON here")
     ap.add_argument("--quick", action="store_true", help="smoke test, 3 tasks, 300 samples per task, 5 epochs")
     ap.add_argument(
@@ -201,7 +191,7 @@ def main() -> None:
         args.train_per_task = args.train_per_task or 300
         args.epochs = args.epochs or 5
 
-    torch.set_num_threads(args.threads)
+    population = int(args.population) if args.population.isdigit() else args.population
     cfg = TrainConfig(device="cpu", **({"epochs": args.epochs} if args.epochs else {}))
     seeds = [int(s) for s in args.seeds.split(",")]
     other_seeds = [int(s) for s in args.ewc_seeds.split(",")] if args.ewc_seeds else seeds
@@ -209,7 +199,8 @@ def main() -> None:
     if args.exchangeable_pool:
         jobs.append((args.exchangeable_pool, "naive"))
     print(
-        f"torch.set_num_threads({args.threads}); TrainConfig {cfg.model_dump(exclude={'device'})}; "
+        f"{args.workers} Ray workers, one thread each, population {population}; "
+        f"TrainConfig {cfg.model_dump(exclude={'device'})}; "
         f"train_per_task {args.train_per_task or 'pool default'}; seeds {seeds}",
         flush=True,
     )
@@ -220,6 +211,8 @@ def main() -> None:
             "train_per_task": args.train_per_task,
             "tasks": args.tasks,
             "seeds": seeds,
+            "workers": args.workers,
+            "population": population,
         },
         "jobs": [],
     }
@@ -229,7 +222,7 @@ def main() -> None:
         strategy = StrategyConfig(name=strategy_name)
         per_seed = []
         for seed in seeds if strategy_name == "naive" else other_seeds:
-            res = enumerate_orderings(pool, names, strategy, cfg, seed)
+            res = enumerate_orderings(pool, names, strategy, cfg, seed, args.workers, population)
             print(f"  [{pool_name} / {strategy_name} / seed {seed}: {res['seconds']:.0f} s]", flush=True)
             per_seed.append(res)
         results["jobs"].append(

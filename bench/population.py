@@ -16,26 +16,29 @@ by side, so ratios are comparable even when the machine is loaded (absolute rate
 * ``end_to_end`` (``--e2e``): reserved for ``lll search --exhaustive --population 1`` vs ``auto``
   (the scheduler's half of point 4); it adds its record under the ``"end_to_end"`` key.
 
-Usage: python bench/population.py [--quick] [--agreement] [--e2e] [--out bench/out/population.json]
+It deliberately measures a worker, not a search: ``TrialWorker.train_units`` is called in plain
+processes (no Ray, no scheduler) on a fixed set of units, so the ratio is the training's alone;
+common.train_orderings is not used because its scheduler would decide the batches being compared.
+
+    python bench/population.py --quick                 # K ∈ {1, 8, 32}, fewer units (~20 min under load)
+    python bench/population.py --agreement-only --seeds 3   # lockstep vs one at a time R only
+    python bench/population.py [--agreement] [--e2e] [--out bench/out/population.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import multiprocessing as mp
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import StrategyConfig, TrainConfig
 from pipeline.lockstep import choose_population
@@ -203,7 +206,7 @@ def machine() -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = common.parser(__doc__)
     ap.add_argument("--quick", action="store_true", help="K ∈ {1, 8, 32} and fewer units (fits ~20 min under load)")
     ap.add_argument("--agreement", action="store_true", help="also measure lockstep vs one-at-a-time R")
     ap.add_argument("--agreement-only", action="store_true", help="only the agreement measurement")

@@ -7,9 +7,9 @@ attention goes on qa15 (on the "<name> is a <species>" fact, on the "<species> a
 
 from __future__ import annotations
 
-import argparse
 import time
 
+import common
 import torch
 from torch import nn
 
@@ -53,7 +53,7 @@ def support_rows(words: list[str], x: torch.Tensor) -> tuple[torch.Tensor, torch
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = common.parser(__doc__)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--lr", type=float, default=0.003)

@@ -7,9 +7,9 @@ with wall-clock times. Writes one line per run to stdout.
 
 from __future__ import annotations
 
-import argparse
 import time
 
+import common
 import torch
 
 from pipeline.config import StrategyConfig, TrainConfig
@@ -62,7 +62,7 @@ def diagnose(pool, model) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = common.parser(__doc__)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--strategies", default="naive,joint")
     ap.add_argument("--label", default="")

@@ -25,6 +25,7 @@ Also: the rank among 5,040 of each published rule's ordering and of the graph mo
 graph model fitted to 30 random finished orderings, scored on the other 5,010 (median of 20 draws).
 
     python bench/search_at_scale.py                    # reads bench/out/ground_truth_mixed-mnist-7.json.gz
+    python bench/search_at_scale.py --truth defaults   # the pool-defaults truth (bench/ground_truth.py)
     python bench/search_at_scale.py --quick            # synthetic 6-task ground truth, a few seconds
     python bench/search_at_scale.py --graph-only       # only the graph model's two keys (seconds)
 
@@ -33,23 +34,19 @@ Writes bench/out/search_at_scale.json (exactly the issue's keys) and search_at_s
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrices: threads only spin on a shared machine
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import common
 import numpy as np
 import optuna
-from scipy.stats import spearmanr
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search.graph.affinity import build_graph
 from search.graph.evidence import Evidence, evidence_from_rows
@@ -61,7 +58,7 @@ from search.study.graph_seed import candidate_orderings
 from search.study.storage import make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-OUT = Path(__file__).resolve().parent / "out"
+OUT = common.OUT
 KINDS = ("random", "tpe", "model", "model+graph", "model+seed", "model+feature")
 
 
@@ -71,14 +68,14 @@ KINDS = ("random", "tpe", "model", "model+graph", "model+seed", "model+feature")
 def truth_for(doc: dict, strategy: str, seed: int | None = None) -> tuple[dict[tuple, float], list[int], dict] | None:
     """(seed-mean ACC per ordering, seeds used, prefix-tree rows of the lowest seed) or None.
     ``seed``: that seed's ACC only (its own rows)."""
-    runs = sorted((r for r in doc["runs"].values() if r["strategy"] == strategy), key=lambda r: r["seed"])
+    seeds = sorted(common.seed_runs(doc, strategy))
     if seed is not None:
-        runs = [r for r in runs if r["seed"] == seed]
-    if not runs:
+        seeds = [s for s in seeds if s == seed]
+    if not seeds:
         return None
-    orders = [tuple(o.split(",")) for o in doc["orderings"]]
-    acc = np.mean([r["acc"] for r in runs], axis=0)
-    return dict(zip(orders, map(float, acc), strict=True)), [r["seed"] for r in runs], runs[0]["rows"]
+    acc = common.seed_mean(doc, strategy, seeds)
+    rows = next(r["rows"] for r in doc["runs"].values() if r["strategy"] == strategy and r["seed"] == seeds[0])
+    return dict(zip(common.orderings(doc), map(float, acc), strict=True)), seeds, rows
 
 
 def evidence_from_tree(tasks: list[str], rows: dict) -> Evidence:
@@ -103,7 +100,7 @@ def synthetic_doc(t: int = 6, seed: int = 0, noise: float = 0.004) -> dict:
     rho = rng.uniform(0.1, 0.9, (t, t))
     pair = base + rho * (solo[:, None] - base)
     model = GraphModel.from_arrays(tasks, solo, base, pair, init=init)
-    orders = list(itertools.permutations(tasks))
+    orders = common.all_orderings(tasks)
     acc = model.predict(orders) + rng.normal(0, noise, len(orders))
     rows = {"": init.tolist()}
     for k, a in enumerate(tasks):
@@ -159,11 +156,6 @@ def lookup(
     return cap, len(seen), True
 
 
-def ranks_of(acc: dict[tuple, float]) -> dict[tuple, int]:
-    ordered = sorted(acc, key=lambda o: -acc[o])
-    return {o: i + 1 for i, o in enumerate(ordered)}
-
-
 def graph_picks(
     acc: dict[tuple, float],
     tasks: list[str],
@@ -174,7 +166,7 @@ def graph_picks(
     """Rank (1 = best of all) of the graph model's top pick and of every rule's ordering.
     ``model_of``: graph → model (bench/graph_model_probe.py passes the previous model's);
     ``strategy``: what the pairs were trained with (the unfitted model's defaults depend on it)."""
-    rank = ranks_of(acc)
+    rank = common.rank_table(acc)
     g = build_graph(tasks, evidence, meta={"strategy": strategy} if strategy else None)
     model = model_of(g)
     top, _ = model.top(k=1)
@@ -183,7 +175,7 @@ def graph_picks(
     out = {name: rank[tuple(o)] for name, o in picks.items()}
     all_orders = list(acc)
     pred = model.predict(all_orders)
-    rho_all = float(spearmanr(pred, [acc[o] for o in all_orders]).statistic)
+    rho_all = common.spearman(pred, [acc[o] for o in all_orders])
     return {"ranks": out, "orders": picks, "spearman_default_all": rho_all}
 
 
@@ -201,20 +193,20 @@ def spearman_oos(
     orders = list(acc)
     rng = np.random.default_rng(0)
     rhos, top_ranks = [], []
-    rank = ranks_of(acc)
+    rank = common.rank_table(acc)
     for _ in range(draws):
         idx = rng.choice(len(orders), size=n_fit, replace=False)
         fit_on = [(orders[i], acc[orders[i]]) for i in idx]
         model = base.fit(fit_on)
         rest = [o for i, o in enumerate(orders) if i not in set(idx.tolist())]
-        rhos.append(float(spearmanr(model.predict(rest), [acc[o] for o in rest]).statistic))
+        rhos.append(common.spearman(model.predict(rest), [acc[o] for o in rest]))
         top_ranks.append(rank[tuple(model.top(k=1)[0][0][0])])
     return {"median": statistics.median(rhos), "all": rhos, "top_pick_rank_after_fit": top_ranks}
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--truth", type=Path, default=OUT / "ground_truth_mixed-mnist-7.json.gz")
+    ap = common.parser(__doc__)
+    ap.add_argument("--truth", default="cheap", help=f"a ground truth ({', '.join(common.TRUTHS)}) or its path")
     ap.add_argument("--reps", type=int, default=31)
     ap.add_argument("--cap", type=int, default=300)
     ap.add_argument("--top", type=float, default=0.01, help="fraction of orderings that counts as a hit")
@@ -236,9 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         doc = synthetic_doc()
         args.reps, args.cap, args.draws = min(args.reps, 3), min(args.cap, 80), min(args.draws, 3)
     else:
-        from bench.ground_truth import load_ground_truth
-
-        doc = load_ground_truth(args.truth)
+        doc = common.load_truth(args.truth)
     tasks = list(doc["tasks"])
     kinds = [] if args.graph_only else [k for k in args.kinds.split(",") if k]
     result = {"rank_of_pick": {}, "spearman_oos_30": {}}

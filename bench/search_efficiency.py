@@ -1,7 +1,8 @@
 """How many trials does the search need to find a near-best ordering, Optuna's TPE vs random?
 
 Ground truth: the final ACC of every ordering of the default pool (exhaustive enumeration through the
-prefix cache, averaged over seeds), read from bench/order_effect.py's JSON or computed here.
+prefix cache, averaged over seeds), read from bench/order_effect.py's JSON or computed here through
+the scheduler (common.train_every_ordering, one model at a time as order_effect.py's default).
 Then each sampler proposes orderings one trial at a time through lll's own search space (Lehmer code,
 `search.study.storage.make_sampler`), and each proposed ordering is *looked up* in the ground-truth table —
 the measured ACC of that ordering, not a model of it — until one within --within points of the best
@@ -9,16 +10,17 @@ is proposed. Median over --reps sampler seeds, for naive and EWC. Target: TPE ne
 
     python bench/order_effect.py --out /tmp/lllbench/order_effect.json     # the ground truth (~30 min)
     python bench/search_efficiency.py --truth /tmp/lllbench/order_effect.json
+    python bench/search_efficiency.py --quick --reps 5    # smoke test: 4-task truth computed here, 2 epochs
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
+import common
 import optuna
 
 from search.orders.space import SearchSpace
@@ -27,36 +29,35 @@ from search.study.storage import make_sampler
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def exhaustive_truth(pool_name: str, strategy: str, seeds: list[int], epochs: int | None) -> dict[tuple, float]:
+def exhaustive_truth(
+    pool_name: str, strategy: str, seeds: list[int], epochs: int | None, tasks: int | None = None
+) -> dict[tuple, float]:
+    """Seed-mean ACC of every ordering of the pool's (first ``tasks``) tasks, trained here."""
     from pipeline.config import StrategyConfig, TrainConfig
-    from pipeline.runner import MemoryPrefixCache, run_ordering
-    from search.orders.lehmer import all_orderings
+    from pipeline.rmatrix import RMatrix
     from tasks.registry import load_pool
 
     pool = load_pool(pool_name)
     train = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
     acc: dict[tuple, list[float]] = {}
     for seed in seeds:
-        cache = MemoryPrefixCache()
-        for order in all_orderings(pool.names):
-            r = run_ordering(pool, order, StrategyConfig(name=strategy), train, seed, cache=cache)
-            acc.setdefault(tuple(order), []).append(r.rmatrix.acc())
+        sj, tj = StrategyConfig(name=strategy).model_dump_json(), train.model_dump_json()
+        rows, _ = common.train_every_ordering(pool.spec.model_dump_json(), pool.names[:tasks], sj, tj, seed, 2, 1)
+        for order, got in rows.items():
+            acc.setdefault(order, []).append(RMatrix.from_rows(order, got).acc())
     return {k: statistics.mean(v) for k, v in acc.items()}
 
 
 def load_truth(path: Path, strategy: str, pool: str) -> dict[tuple, float] | None:
     """Read bench/order_effect.py's --out JSON: the seed-mean ACC of every ordering of (pool, strategy)."""
-    if not path.exists():
+    runs = common.enumeration_runs(common.load_truth(path), pool, strategy) if path.exists() else None
+    if not runs:
         return None
-    data = json.loads(path.read_text())
     per: dict[tuple, list[float]] = {}
-    for job in data.get("jobs", []):
-        if job.get("pool") != pool or job.get("strategy") != strategy:
-            continue
-        for seed in job["seeds"]:
-            for run in seed["runs"]:
-                per.setdefault(tuple(run["order"]), []).append(run["acc"])
-    return {k: statistics.mean(v) for k, v in per.items()} or None
+    for seed in sorted(runs):
+        for order, run in runs[seed].items():
+            per.setdefault(order, []).append(run["acc"])
+    return {k: statistics.mean(v) for k, v in per.items()}
 
 
 def trials_to_hit(
@@ -90,7 +91,7 @@ def trials_to_hit(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = common.parser(__doc__)
     ap.add_argument("--truth", type=Path, default=Path("/tmp/lllbench/order_effect.json"))
     ap.add_argument("--pool", default="mixed-mnist")
     ap.add_argument("--strategies", default="naive,ewc", help="one study per strategy's ground truth")
@@ -109,15 +110,8 @@ def compare(args: argparse.Namespace, strategy: str) -> None:
     source = f"{args.truth}"
     if truth is None:
         if args.quick:
-            from tasks.registry import load_pool
-
-            names = load_pool(args.pool).names[:4]
-            print(f"--quick: exhaustive over 4 tasks {names}, 2 epochs, seed 0 (not the numbers in docs/results.md)")
-            full = exhaustive_truth(args.pool, strategy, [0], 2)
-            truth = {}
-            for k, v in full.items():
-                sub = tuple(t for t in k if t in names)
-                truth.setdefault(sub, v)
+            print(f"--quick: every ordering of the first 4 tasks of {args.pool}, 2 epochs, seed 0 (not the results)")
+            truth = exhaustive_truth(args.pool, strategy, [0], 2, tasks=4)
         else:
             truth = exhaustive_truth(args.pool, strategy, [0, 1], None)
         source = "computed here"

@@ -16,7 +16,6 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -26,7 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out"
+import common
+
+OUT = common.OUT
 
 
 def one_search(pool: str, sampler: str, repeat: int, args, work: Path) -> dict:
@@ -109,7 +110,7 @@ def summarise(runs: list[dict], samplers: list[str]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = common.parser(__doc__)
     ap.add_argument("--pool", default="mixed-mnist-10")
     ap.add_argument("--samplers", default="random,tpe,model")
     ap.add_argument("--trials", type=int, default=150)

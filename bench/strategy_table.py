@@ -23,13 +23,13 @@ and an interrupted one keeps what it finished.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import common
 import torch
 
 from pipeline.config import StrategyConfig, TrainConfig
@@ -171,7 +171,7 @@ def merge_markdown(old: str, new: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = common.parser(__doc__)
     ap.add_argument("--quick", action="store_true", help="200 images per task, 2 epochs: a smoke test")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated [default: all]")

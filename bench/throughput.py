@@ -11,6 +11,10 @@ It then times one task-training (``train_task``, default TrainConfig, including 
 protect yet) and as the 2nd and 5th (penalties / memories of 1 and 4 earlier tasks active), plus
 what ``run_ordering`` adds per task (evaluation on every pool task, prefix hashing).
 
+It deliberately measures the one-at-a-time loop in this process (``train_task`` and
+``run_ordering``, no Ray, no scheduler, no lockstep): the cost of lll's loop itself. Lockstep and
+the scheduler are measured by bench/population.py and bench/search_overhead.py.
+
     python bench/throughput.py            # ~2 minutes of one core
     python bench/throughput.py --clock wall   # wall-clock instead of this process's CPU time
     python bench/throughput.py --quick    # < 60 s, 2 epochs
@@ -18,7 +22,6 @@ what ``run_ordering`` adds per task (evaluation on every pool task, prefix hashi
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import pstats
@@ -26,6 +29,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+import common
 import torch
 from torch import nn
 
@@ -196,7 +200,7 @@ def runner_overhead(pool: TaskPool, cfg: TrainConfig) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = common.parser(__doc__)
     ap.add_argument("--pool", default="mixed-mnist")
     ap.add_argument("--task", default=None, help="task for the loop comparison (default: the pool's first)")
     ap.add_argument("--reps", type=int, default=5, help="alternating repetitions of the loop comparison")

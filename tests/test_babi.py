@@ -485,6 +485,7 @@ def test_forgetting_bench_writes_its_figure(tmp_path: Path, monkeypatch, capsys)
     script = Path(__file__).parents[1] / "bench" / "babi_forgetting.py"
     argv = ["babi_forgetting.py", "--train-per-task", "48", "--test-per-task", "24", "--epochs", "1"]
     monkeypatch.setattr("sys.argv", [*argv, "--hidden", "16,16", "--out", str(out), "--json", str(data)])
+    monkeypatch.syspath_prepend(str(script.parent))  # as `python bench/x.py` does: `import common` resolves
     runpy.run_path(str(script), run_name="__main__")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads(data.read_text())
