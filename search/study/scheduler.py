@@ -58,6 +58,7 @@ class WorkerSpec:
     gpus: float = 0.0
     population: int | str = "auto"
     device: str = "auto"
+    pool_fingerprint: str | None = None  # the driver saved the pool under it (tasks/pool_cache.py)
 
     def start(self) -> Any:
         import ray
@@ -65,8 +66,38 @@ class WorkerSpec:
         remote = ray.remote(TrialWorker).options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0)
         threads = max(1, math.floor(self.cpus))
         return remote.remote(
-            self.pool_spec_json, self.data_dir, self.download, self.cache_bytes, threads, self.population, self.device
+            self.pool_spec_json,
+            self.data_dir,
+            self.download,
+            self.cache_bytes,
+            threads,
+            self.population,
+            self.device,
+            self.pool_fingerprint,
         )
+
+
+_EARLY: list[tuple[WorkerSpec, Any]] = []  # actors started ahead of their scheduler (start_early)
+
+
+def start_early(spec: WorkerSpec, n: int) -> None:
+    """Start ``n`` worker actors now, so that they boot (import torch, load the pool) while the
+    driver is still creating its study and MLflow run; the next :class:`Scheduler` with an equal
+    spec adopts them instead of starting its own."""
+    _EARLY.extend((spec, spec.start()) for _ in range(n))
+
+
+def drop_early() -> None:
+    """Forget actors nobody adopted (Ray is shutting down, they go with it)."""
+    _EARLY.clear()
+
+
+def _adopt(spec: WorkerSpec) -> Any | None:
+    for i, (s, actor) in enumerate(_EARLY):
+        if s == spec:
+            del _EARLY[i]
+            return actor
+    return None
 
 
 @dataclass
@@ -250,8 +281,13 @@ class Scheduler:
     def start(self) -> None:
         self.started = time.monotonic()
         for _ in range(self.n_workers):
-            self.slots.append(Slot(self.spec.start()))
+            self.slots.append(Slot(_adopt(self.spec) or self.spec.start()))
             self._boot(len(self.slots) - 1)
+
+    @property
+    def booted(self) -> bool:
+        """Every worker has started (or BOOT_GRACE passed): units may go out."""
+        return all(s.info is not None for s in self.slots) or time.monotonic() - self.started >= BOOT_GRACE
 
     def _boot(self, idx: int) -> None:
         self.inflight[self.slots[idx].actor.info.remote()] = (idx, "info")
@@ -312,7 +348,7 @@ class Scheduler:
         """Give every idle, booted worker its next batch. Nothing goes out until every worker has
         booted (or BOOT_GRACE seconds passed): the first to boot would otherwise take a short
         search alone while a remote node still loads its pool."""
-        if any(s.info is None for s in self.slots) and time.monotonic() - self.started < BOOT_GRACE:
+        if not self.booted:
             return
         n = len(self.slots)
         self.turn += 1  # idle workers take turns at going first, so ties spread over workers
