@@ -258,7 +258,7 @@ def run_search(req: SearchRequest, progress: Progress | None = None, prepared=No
             rec = recommendation(study)
         except LLLError:
             rec = None
-    summary.timing["startup"] = before + summary.timing.pop("boot", 0.0)
+    summary.timing["startup"] = before + summary.timing.get("boot", 0.0)  # boot: waiting for workers to start
     summary.timing["close"] = time.perf_counter() - t0
     return study, summary, rec
 
