@@ -114,6 +114,9 @@ class SearchDriver:
             study, cfg.space, cfg.objective, cfg.prune, seeds, cfg.train.model_dump_json(), cfg.checkpoints
         )
         self.sched = Scheduler(worker_spec(cfg), cfg.workers, cfg.max_retries, memo=cfg.cache_bytes > 0)
+        # One request per ordering when nothing prunes (its prefixes wait on each other in the unit table).
+        no_prune = cfg.exhaustive or cfg.objective == "both" or not cfg.prune
+        self.bridge.whole = no_prune and cfg.cache_bytes > 0
         self.recorder = Recorder(cfg.tracking_uri)
         self.ctx = StudyContext(
             cfg.study, cfg.experiment, parent_run_id, cfg.pool_name, cfg.pool_fingerprint, cfg.train, cfg.checkpoints
