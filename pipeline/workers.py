@@ -26,6 +26,7 @@ from pipeline.lockstep import LockstepTrainer, choose_population
 from pipeline.runner import MemoryPrefixCache, SequenceRun
 from pipeline.train import TrainingDiverged, pick_device
 from pipeline.units import Unit, UnitRunner
+from tasks import pool_cache
 from tasks.errors import LLLError
 from tasks.pool import PoolSpec, TaskPool, build_pool
 
@@ -42,13 +43,18 @@ class TrialWorker:
         threads: int = 1,
         population: int | str = "auto",
         device: str = "auto",
+        pool_fingerprint: str | None = None,
     ) -> None:
         """``population``: how many compatible units to train at once as one stacked model (K);
         ``"auto"`` picks K from free memory, 1 trains one model at a time (today's path).
         ``device``: the run's --device, so ``--device cpu`` on a GPU host sizes K for the CPU and
-        ``info`` reports where training really runs."""
+        ``info`` reports where training really runs. ``pool_fingerprint``: the pool the driver built
+        and saved (tasks/pool_cache.py); loaded from that file when this machine has it, else built."""
         torch.set_num_threads(max(1, int(threads)))
-        self.pool: TaskPool = build_pool(PoolSpec.model_validate_json(pool_spec_json), data_dir, download)
+        spec = PoolSpec.model_validate_json(pool_spec_json)
+        cached = pool_cache.load(spec, pool_fingerprint)
+        self.pool: TaskPool = cached or build_pool(spec, data_dir, download)
+        self.pool_from_cache = cached is not None
         # train_units always caches (pinning its last results even past a tiny budget); the
         # start/step path keeps its old meaning of cache_bytes <= 0: no cache at all.
         self.unit_cache = MemoryPrefixCache(max(0, cache_bytes))
@@ -87,6 +93,7 @@ class TrialWorker:
             "pid": os.getpid(),
             "device": self.device.type,
             "pool_fingerprint": self.pool.fingerprint(),
+            "pool_from_cache": self.pool_from_cache,
         }
 
     def train_units(self, units: list[Unit]) -> list[dict[str, Any]]:

@@ -92,14 +92,34 @@ def test_a_unit_two_jobs_need_is_trained_once_and_its_child_waits_for_it() -> No
     s.submit(U("a", "b"), "job3")  # its parent is being trained: it must not train [a] again
     s.dispatch()
     sent = s.slots[0].actor.sent
-    assert sent == [[U("a")]]
-    s._finished(0, [result(U("a"))])
+    assert sent == [[U("a"), U("a", "b")]]  # so it goes along, after [a], in the same request
+    s._finished(0, [result(U("a")), result(U("a", "b"))])
     events = {e.job: e.result for e in s.table.take_events()}
     assert events["job1"]["trained"] == 1 and events["job2"]["trained"] == 0  # credited once
-    s.dispatch()
-    assert sent[-1] == [U("a", "b")]
+    assert len(events["job3"]["rows"]) == 3
     s.submit(U("a"), "job4")  # finished already: answered from the table, no training
     assert [e.result["reused"] for e in s.table.take_events()] == [1]
+
+
+def test_a_whole_ordering_is_one_request_with_at_most_k_per_level_and_a_lost_one_is_charged_once() -> None:
+    s = scheduler([[], []], population=2)
+    for order in (("a", "b", "c"), ("a", "c", "b"), ("a", "b", "d")):  # three trials' whole orderings
+        for n in range(1, 4):
+            s.submit(U(*order[:n]), order)
+    s.dispatch()
+    sent = [batch for slot in s.slots for batch in slot.actor.sent]
+    assert len(sent) == 1  # everything waits on [a]: one request holds it and its descendants
+    levels = [len(u.order) for u in sent[0]]
+    assert levels == sorted(levels) and max(levels.count(n) for n in set(levels)) <= 2  # parents first, <= K each
+    idx = next(i for i, slot in enumerate(s.slots) if slot.actor.sent)
+    left = [k for ks in s.table.blocked.values() for k in ks]
+    assert len(sent[0]) + len(left) == 6  # [a], [a,b], [a,c], [a,b,c], [a,c,b], [a,b,d]: each once
+    keys = s.batch_keys.pop(idx)
+    charged: dict = {}
+    for key in keys:
+        s.table.lost(key, "died", max_retries=2, charged=charged)
+    assert all(n == 1 for n in s.table.attempts.values())  # one loss, one attempt per trial
+    assert list(s.table.ready) == [unit_key(U("a"))]  # the rest waits for [a] again
 
 
 # ---- end to end ----------------------------------------------------------------------------

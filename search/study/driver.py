@@ -81,10 +81,26 @@ class SearchSummary:
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
     workers: list[dict[str, Any]] = field(default_factory=list)  # each worker's info (device, population K)
-    timing: dict[str, float] = field(default_factory=dict)  # driver seconds: ask, tell, record (thread), wait
+    # driver seconds: startup (command start → workers ready), ask, tell, wait, record (thread), close
+    timing: dict[str, float] = field(default_factory=dict)
 
 
 Progress = Callable[[dict[str, Any]], None]
+
+
+def worker_spec(cfg: SearchConfig) -> WorkerSpec:
+    """How this search's worker actors start (launch.py starts them early with the same spec)."""
+    return WorkerSpec(
+        cfg.pool_spec_json,
+        cfg.data_dir,
+        cfg.download,
+        cfg.cache_bytes,
+        cfg.cpus_per_worker,
+        cfg.gpus_per_worker,
+        cfg.population,
+        cfg.train.device,
+        cfg.pool_fingerprint,
+    )
 
 
 class SearchDriver:
@@ -97,17 +113,10 @@ class SearchDriver:
         self.bridge = OptunaBridge(
             study, cfg.space, cfg.objective, cfg.prune, seeds, cfg.train.model_dump_json(), cfg.checkpoints
         )
-        spec = WorkerSpec(
-            cfg.pool_spec_json,
-            cfg.data_dir,
-            cfg.download,
-            cfg.cache_bytes,
-            cfg.cpus_per_worker,
-            cfg.gpus_per_worker,
-            cfg.population,
-            cfg.train.device,
-        )
-        self.sched = Scheduler(spec, cfg.workers, cfg.max_retries, memo=cfg.cache_bytes > 0)
+        self.sched = Scheduler(worker_spec(cfg), cfg.workers, cfg.max_retries, memo=cfg.cache_bytes > 0)
+        # One request per ordering when nothing prunes (its prefixes wait on each other in the unit table).
+        no_prune = cfg.exhaustive or cfg.objective == "both" or not cfg.prune
+        self.bridge.whole = no_prune and cfg.cache_bytes > 0
         self.recorder = Recorder(cfg.tracking_uri)
         self.ctx = StudyContext(
             cfg.study, cfg.experiment, parent_run_id, cfg.pool_name, cfg.pool_fingerprint, cfg.train, cfg.checkpoints
@@ -281,8 +290,9 @@ class SearchDriver:
                     self._drop_unstarted()
                 t0 = time.perf_counter()
                 busy = self.recorder.busy() or (self.cfg.exhaustive and self.asked < self.to_run)
+                booting = not self.sched.booted
                 events = self.sched.poll(timeout=0.05 if busy else 1.0)
-                self._clock("wait", t0)
+                self._clock("boot" if booting else "wait", t0)
                 for ev in events:
                     self._on_event(ev)
                 for w in self.recorder.done():

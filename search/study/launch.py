@@ -4,6 +4,7 @@ driver → study artifacts. The CLI only parses flags and prints."""
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,20 +15,25 @@ from pipeline.config import TrainConfig
 from pipeline.strategies import strategy_class
 from search.orders.space import SearchSpace
 from search.study.cluster import check_address, check_gpus, connect
-from search.study.driver import Progress, SearchConfig, SearchDriver
+from search.study.driver import Progress, SearchConfig, SearchDriver, worker_spec
 from search.study.recommend import recommendation
 from search.study.recording import close_parent_run, open_parent_run
+from search.study.scheduler import start_early
 from search.study.storage import (
     DEFAULT_STORAGE,
     check_sampler,
     create_study,
     default_sampler,
+    finished_trials,
     load_study,
     open_storage,
     study_settings,
 )
+from tasks import pool_cache
 from tasks.errors import LLLError
 from tasks.registry import load_pool
+
+_IMPORTED = time.perf_counter()
 
 
 @dataclass
@@ -203,7 +209,6 @@ def run_search(req: SearchRequest, progress: Progress | None = None, prepared=No
     workers = req.workers or max(1, int(cpus // req.cpus_per_worker))
     if req.gpus_per_worker and resources.get("GPU", 0) < req.gpus_per_worker:
         raise LLLError(f"--gpus-per-worker {req.gpus_per_worker} but the cluster has {resources.get('GPU', 0)} GPUs")
-    parent = open_parent_run(study, settings, uri) if uri else None
     space = SearchSpace(
         settings["tasks"],
         settings["strategies"],
@@ -238,12 +243,32 @@ def run_search(req: SearchRequest, progress: Progress | None = None, prepared=No
         cache_bytes=req.cache_mb * 1024 * 1024,
         population=req.population,
     )
+    if len(finished_trials(study)) < cfg.trials:
+        # Workers boot (torch, the pool from its cache file) while the study and MLflow run are set up.
+        pool_cache.save(_pool)
+        start_early(worker_spec(cfg), workers)
+    parent = open_parent_run(study, settings, uri) if uri else None
     driver = SearchDriver(cfg, study, parent, progress)
+    before = seconds_since_start()
     summary = driver.run()
+    t0 = time.perf_counter()
     rec = close_parent_run(study, uri, parent, summary) if uri and parent else None
     if rec is None:
         try:
             rec = recommendation(study)
         except LLLError:
             rec = None
+    summary.timing["startup"] = before + summary.timing.get("boot", 0.0)  # boot: waiting for workers to start
+    summary.timing["close"] = time.perf_counter() - t0
     return study, summary, rec
+
+
+def seconds_since_start() -> float:
+    """Seconds since this process started (Linux: /proc), else since this module was imported."""
+    try:
+        with open("/proc/self/stat") as f:
+            started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as f:
+            return max(0.0, float(f.read().split()[0]) - started)
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED

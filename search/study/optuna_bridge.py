@@ -49,6 +49,7 @@ class TrialRun:
     seconds: float = 0.0
     node: dict[str, Any] = field(default_factory=dict)
     state: str = "running"  # running → recording → done
+    submitted: int = 0  # tasks of the ordering whose units were handed out
 
     def waiting(self) -> bool:
         return any(len(r) - 1 < self.step + 1 for r in self.rows.values()) or len(self.rows) < len(self.seeds)
@@ -74,18 +75,25 @@ class OptunaBridge:
         self.seeds, self.train_json, self.checkpoints = seeds, train_json, checkpoints
         self.T = len(space.tasks) if space.fixed_order is None else len(space.fixed_order)
         self.best: dict[str, Any] | None = None  # the best finished trial's attrs (progress line)
+        # Nothing can stop a trial between tasks (no pruning): hand out its whole ordering at once.
+        self.whole = False
 
     def ask(self) -> TrialRun:
         trial = self.study.ask()
         return TrialRun(trial, self.space.suggest(trial), list(self.seeds))
 
     def units(self, run: TrialRun) -> list[Unit]:
-        """The next step's units, one per seed."""
-        order = run.candidate.order[: run.step + 1]
-        last = run.step + 1 == len(run.candidate.order)
-        keep = self.checkpoints == "all" or (self.checkpoints == "final" and last)
+        """The next step's units, one per seed; with ``whole``, every remaining step's (each prefix
+        its own unit, so the prefix tree is still shared and each returns its own row/checkpoint)."""
+        T = len(run.candidate.order)
+        end = T if self.whole else run.step + 1
         sj = run.candidate.strategy.model_dump_json()
-        return [Unit(tuple(order), sj, self.train_json, s, keep) for s in run.seeds]
+        out = []
+        for n in range(max(run.step, run.submitted) + 1, end + 1):
+            keep = self.checkpoints == "all" or (self.checkpoints == "final" and n == T)
+            out += [Unit(tuple(run.candidate.order[:n]), sj, self.train_json, s, keep) for s in run.seeds]
+        run.submitted = max(run.submitted, end)
+        return out
 
     def take(self, run: TrialRun, seed: int, res: dict[str, Any], node: dict[str, Any]) -> bool:
         """Keep one seed's unit result; True once every seed has finished this step."""

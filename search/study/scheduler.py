@@ -58,6 +58,7 @@ class WorkerSpec:
     gpus: float = 0.0
     population: int | str = "auto"
     device: str = "auto"
+    pool_fingerprint: str | None = None  # the driver saved the pool under it (tasks/pool_cache.py)
 
     def start(self) -> Any:
         import ray
@@ -65,8 +66,38 @@ class WorkerSpec:
         remote = ray.remote(TrialWorker).options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0)
         threads = max(1, math.floor(self.cpus))
         return remote.remote(
-            self.pool_spec_json, self.data_dir, self.download, self.cache_bytes, threads, self.population, self.device
+            self.pool_spec_json,
+            self.data_dir,
+            self.download,
+            self.cache_bytes,
+            threads,
+            self.population,
+            self.device,
+            self.pool_fingerprint,
         )
+
+
+_EARLY: list[tuple[WorkerSpec, Any]] = []  # actors started ahead of their scheduler (start_early)
+
+
+def start_early(spec: WorkerSpec, n: int) -> None:
+    """Start ``n`` worker actors now, so that they boot (import torch, load the pool) while the
+    driver is still creating its study and MLflow run; the next :class:`Scheduler` with an equal
+    spec adopts them instead of starting its own."""
+    _EARLY.extend((spec, spec.start()) for _ in range(n))
+
+
+def drop_early() -> None:
+    """Forget actors nobody adopted (Ray is shutting down, they go with it)."""
+    _EARLY.clear()
+
+
+def _adopt(spec: WorkerSpec) -> Any | None:
+    for i, (s, actor) in enumerate(_EARLY):
+        if s == spec:
+            del _EARLY[i]
+            return actor
+    return None
 
 
 @dataclass
@@ -205,21 +236,30 @@ class UnitTable:
             self.events.append(Event(job, p.unit, None, reason, node))
         self._release_children(key)
 
-    def lost(self, key: UnitKey, why: str, max_retries: int) -> int:
-        """The unit's worker died: charge each waiting job one attempt, fail those past
-        ``max_retries``, queue the unit again (alone from now on) for the rest; returns the retries."""
+    def lost(self, key: UnitKey, why: str, max_retries: int, charged: dict[Hashable, bool] | None = None) -> int:
+        """The unit's worker died: charge each waiting job one attempt (once per lost batch:
+        ``charged`` maps the jobs charged so far to whether they gave up), fail those past
+        ``max_retries``, queue the unit again (alone from now on) for the rest — behind its parent
+        when that was lost too; returns the retries."""
+        charged = {} if charged is None else charged
         p = self.pending[key]
         p.solo = True
         retries = 0
         for job in list(p.waiters):
-            n = self.attempts[job] = self.attempts.get(job, 0) + 1
-            if n > max_retries:
+            if job not in charged:
+                n = self.attempts[job] = self.attempts.get(job, 0) + 1
+                charged[job] = n > max_retries
+                if charged[job]:
+                    reason = f"worker lost {n} times ({why}); gave up after {max_retries} retries"
+                    self.events.append(Event(job, p.unit, None, reason, {}))
+                else:
+                    retries += 1
+            if charged[job]:
                 del p.waiters[job]
-                reason = f"worker lost {n} times ({why}); gave up after {max_retries} retries"
-                self.events.append(Event(job, p.unit, None, reason, {}))
-            else:
-                retries += 1
-        if p.waiters:
+        parent = parent_key(p.unit)
+        if p.waiters and self.memo_on and parent is not None and parent in self.pending:
+            self.blocked.setdefault(parent, []).append(key)
+        elif p.waiters:
             self.ready[key] = p
         else:
             del self.pending[key]
@@ -250,8 +290,13 @@ class Scheduler:
     def start(self) -> None:
         self.started = time.monotonic()
         for _ in range(self.n_workers):
-            self.slots.append(Slot(self.spec.start()))
+            self.slots.append(Slot(_adopt(self.spec) or self.spec.start()))
             self._boot(len(self.slots) - 1)
+
+    @property
+    def booted(self) -> bool:
+        """Every worker has started (or BOOT_GRACE passed): units may go out."""
+        return all(s.info is not None for s in self.slots) or time.monotonic() - self.started >= BOOT_GRACE
 
     def _boot(self, idx: int) -> None:
         self.inflight[self.slots[idx].actor.info.remote()] = (idx, "info")
@@ -312,7 +357,7 @@ class Scheduler:
         """Give every idle, booted worker its next batch. Nothing goes out until every worker has
         booted (or BOOT_GRACE seconds passed): the first to boot would otherwise take a short
         search alone while a remote node still loads its pool."""
-        if any(s.info is None for s in self.slots) and time.monotonic() - self.started < BOOT_GRACE:
+        if not self.booted:
             return
         n = len(self.slots)
         self.turn += 1  # idle workers take turns at going first, so ties spread over workers
@@ -324,14 +369,37 @@ class Scheduler:
             if not keys:
                 continue
             units = []
+            keys = self._with_descendants(keys, slot.population)
             for key in keys:
-                p = self.table.ready.pop(key)
+                p = self.table.ready.pop(key, None) or self.table.pending[key]
                 keep = any(p.waiters.values())
                 units.append(Unit(p.unit.order, p.unit.strategy_json, p.unit.train_json, p.unit.seed, keep))
                 slot.held.update(unit_key(p.unit, p.unit.order[:i]) for i in range(1, len(p.unit.order) + 1))
             slot.batch = units
             self.inflight[slot.actor.train_units.remote(units)] = (idx, "units")
             self.batch_keys[idx] = keys
+
+    def _with_descendants(self, keys: list[UnitKey], k: int) -> list[UnitKey]:
+        """``keys`` and the units waiting for them (a trial that cannot be pruned submits its whole
+        ordering at once: each prefix waits for the one before), level by level, at most ``k`` per
+        level, parents first: the worker trains a whole ordering in one request, and a lockstep
+        round still stacks at most K. Solo units (from a lost batch) go out alone."""
+        if any(self.table.pending[key].solo for key in keys):
+            return keys
+        out, level = list(keys), list(keys)
+        while level:
+            children = []
+            for parent in level:
+                waiting = self.table.blocked.get(parent, [])
+                while waiting and len(children) < k:
+                    child = waiting.pop(0)
+                    if child in self.table.pending and not self.table.pending[child].solo:
+                        children.append(child)
+                if not waiting:
+                    self.table.blocked.pop(parent, None)
+            out += children
+            level = children
+        return out
 
     # ---- results out -------------------------------------------------------------------------
     def poll(self, timeout: float = 1.0) -> list[Event]:
@@ -389,5 +457,6 @@ class Scheduler:
         self.slots[idx] = Slot(self.spec.start())
         self._boot(idx)
         why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-        for key in keys:
-            self.retried += self.table.lost(key, why, self.max_retries)
+        charged: dict[Hashable, bool] = {}
+        for key in keys:  # parents first: a lost child waits for its parent again
+            self.retried += self.table.lost(key, why, self.max_retries, charged)

@@ -227,6 +227,18 @@ def workers_line(infos: list[dict]) -> str | None:
     return f"workers: {ran} (K = task-trainings trained at once)" + (f"; {notes[0]}" if notes else "")
 
 
+def timing_line(t: dict[str, float]) -> str:
+    """Where the command's time went, on the driver's main thread: start-up (process start until
+    every worker is ready: Ray, workers importing torch and loading the pool, the study, the MLflow
+    run), Optuna's ask and tell, waiting for workers (training), closing (the study's artifacts);
+    the MLflow writes run on their own thread alongside."""
+    return (
+        f"driver time: start-up {t.get('startup', 0):.1f} s, ask {t.get('ask', 0):.1f} s, "
+        f"tell {t.get('tell', 0):.1f} s, waiting for workers {t.get('wait', 0):.1f} s, "
+        f"closing {t.get('close', 0):.1f} s; recording {t.get('record', 0):.1f} s on its own thread"
+    )
+
+
 def print_search_summary(name: str, summary, rec: dict | None, tracking_uri: str, storage: str) -> None:
     s = summary
     out.print(
@@ -250,13 +262,7 @@ def print_search_summary(name: str, summary, rec: dict | None, tracking_uri: str
     if line:
         out.print(line, markup=False, highlight=False)
     if s.timing:
-        t = s.timing
-        out.print(
-            f"driver time: ask {t.get('ask', 0):.1f} s, tell {t.get('tell', 0):.1f} s, waiting for workers "
-            f"{t.get('wait', 0):.1f} s; recording {t.get('record', 0):.1f} s on its own thread",
-            markup=False,
-            highlight=False,
-        )
+        out.print(timing_line(s.timing), markup=False, highlight=False)
     for f in s.failures[:5]:
         out.print(f"  failed: {f}", markup=False)
     if rec is not None:
