@@ -33,6 +33,7 @@ from search.graph.affinity import (
     trial_outcomes,
     write_graphml,
 )
+from search.study.settings import StudySettings
 from tasks.errors import LLLError
 
 Progress = Callable[[int, int, str], None]  # (task-trainings done, total, what)
@@ -205,28 +206,28 @@ def prepare_affinity(req: AffinityRequest) -> tuple[dict[str, Any], Any]:
         raise LLLError("--epochs must be at least 1")
     study = None
     if req.study:
-        from search.study.storage import load_study, open_storage
+        from search.study.storage import load_study, open_storage, study_settings
 
         study = load_study(req.study, open_storage(req.storage))
-        st = dict(study.user_attrs)
-        if req.pool is not None and req.pool != st["pool"]:
-            raise LLLError(f"study {req.study!r} searched pool {st['pool']!r}, not {req.pool!r}; drop --pool")
-        name = req.strategy or st["strategies"][0]
-        base_seed = st.get("seed", 0) if req.seed is None else req.seed
-        n_seeds = req.seeds or int(st.get("seeds", 1))
-        train = dict(st["train"])
+        st = study_settings(study)
+        if req.pool is not None and req.pool != st.pool:
+            raise LLLError(f"study {req.study!r} searched pool {st.pool!r}, not {req.pool!r}; drop --pool")
+        name = req.strategy or st.strategies[0]
+        base_seed = st.seed if req.seed is None else req.seed
+        n_seeds = req.seeds or st.seeds
+        train = st.train.model_dump()
         uri = req.tracking_uri
-        if uri is None and st.get("tracking_uri_masked"):
+        if uri is None and st.tracking_uri_masked:
             raise LLLError("this study logs to a password-protected tracking store; pass --tracking-uri")
         settings = {
-            "pool": st["pool"],
-            "pool_spec": st["pool_spec"],
-            "tasks": list(st["tasks"]),
+            "pool": st.pool,
+            "pool_spec": st.pool_spec,
+            "tasks": list(st.tasks),
             "strategy": name,
-            "lambda": st.get("lambda"),
-            "options": (st.get("options") or {}).get(name, {}),
-            "data_dir": st.get("data_dir"),
-            "tracking_uri": uri or st.get("tracking_uri") or "sqlite:///mlflow.db",
+            "lambda": st.lam,
+            "options": st.strategy_options(name),
+            "data_dir": st.data_dir,
+            "tracking_uri": uri or st.tracking_uri or "sqlite:///mlflow.db",
             "experiment": study.study_name,
         }
     else:
@@ -371,20 +372,12 @@ def record_affinity(
 # ---------------------------------------------------------------------------------------------
 # `lll search --seed-from-graph`
 # ---------------------------------------------------------------------------------------------
-def enqueue_orderings(study: Any, settings: dict[str, Any], orders: list[list[str]]) -> None:
+def enqueue_orderings(study: Any, settings: StudySettings, orders: list[list[str]]) -> None:
     """Make ``orders`` the study's next trials, with the study's first strategy and its fixed λ
     (or the strategy's default)."""
-    from search.orders.space import SearchSpace
-
-    space = SearchSpace(
-        settings["tasks"],
-        settings["strategies"],
-        settings.get("lambda"),
-        settings.get("fixed_order"),
-        settings.get("options") or {},
-    )
+    space = settings.space()
     for order in orders:
-        study.enqueue_trial(space.trial_params(order, settings["strategies"][0], settings.get("lambda")))
+        study.enqueue_trial(space.trial_params(order, settings.strategies[0], settings.lam))
 
 
 def summary_lines(res: AffinityResult, recommend: bool) -> list[str]:

@@ -15,9 +15,10 @@ from typing import Any
 
 import networkx as nx
 
-from pipeline.config import StrategyConfig, TrainConfig
+from pipeline.config import StrategyConfig
 from search.graph.model import GraphModel
 from search.graph.rules import RULES, dissimilarity_from_graph, rule_order
+from search.study.settings import StudySettings
 
 SEED_ORDERINGS = 4
 
@@ -39,7 +40,7 @@ def candidate_orderings(g: nx.DiGraph, model: GraphModel, k: int = SEED_ORDERING
 
 def seed_study_from_graph(
     study: Any,
-    settings: dict[str, Any],
+    settings: StudySettings,
     workers: int | None = None,
     ray_address: str | None = None,
     download: bool = False,
@@ -50,28 +51,22 @@ def seed_study_from_graph(
     from search.graph.affinity import build_graph
     from search.study.affinity_runs import enqueue_orderings, measure_affinity
 
-    name = settings["strategies"][0]
-    cfg = StrategyConfig(name=name, lam=settings.get("lambda"), options=(settings.get("options") or {}).get(name, {}))
-    try:
-        meas = measure_affinity(
-            settings["pool_spec"],
-            list(settings["tasks"]),
-            cfg,
-            TrainConfig(**settings["train"]),
-            [int(settings.get("seed", 0))],
-            workers,
-            settings.get("data_dir"),
-            download,
-            ray_address,
-            population=population,
-        )
-    except BaseException:  # the study was created for this search a moment ago: do not leave it empty
-        import optuna
-
-        optuna.delete_study(study_name=study.study_name, storage=study._storage)
-        raise
+    name = settings.strategies[0]
+    cfg = StrategyConfig(name=name, lam=settings.lam, options=settings.strategy_options(name))
+    meas = measure_affinity(
+        settings.pool_spec,
+        list(settings.tasks),
+        cfg,
+        settings.train,
+        [settings.seed],
+        workers,
+        settings.data_dir,
+        download,
+        ray_address,
+        population=population,
+    )
     evidence = meas.evidence()
-    graph = build_graph(settings["tasks"], evidence, meta={"strategy": name})
+    graph = build_graph(list(settings.tasks), evidence, meta={"strategy": name})
     model = GraphModel.from_graph(graph)
     cands = candidate_orderings(graph, model, k)
     enqueue_orderings(study, settings, [o for o, _ in cands])
