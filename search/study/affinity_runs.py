@@ -33,7 +33,7 @@ from search.graph.affinity import (
     trial_outcomes,
     write_graphml,
 )
-from search.study.settings import StudySettings
+from search.orders.space import SearchSpace
 from tasks.errors import LLLError
 
 Progress = Callable[[int, int, str], None]  # (task-trainings done, total, what)
@@ -372,12 +372,11 @@ def record_affinity(
 # ---------------------------------------------------------------------------------------------
 # `lll search --seed-from-graph`
 # ---------------------------------------------------------------------------------------------
-def enqueue_orderings(study: Any, settings: StudySettings, orders: list[list[str]]) -> None:
-    """Make ``orders`` the study's next trials, with the study's first strategy and its fixed λ
+def enqueue_orderings(study: Any, space: SearchSpace, orders: list[list[str]]) -> None:
+    """Make ``orders`` the study's next trials, with the space's first strategy and its fixed λ
     (or the strategy's default)."""
-    space = settings.space()
     for order in orders:
-        study.enqueue_trial(space.trial_params(order, settings.strategies[0], settings.lam))
+        study.enqueue_trial(space.trial_params(order, space.strategies[0], space.fixed_lambda))
 
 
 def summary_lines(res: AffinityResult, recommend: bool) -> list[str]:

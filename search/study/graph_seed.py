@@ -69,7 +69,7 @@ def seed_study_from_graph(
     graph = build_graph(list(settings.tasks), evidence, meta={"strategy": name})
     model = GraphModel.from_graph(graph)
     cands = candidate_orderings(graph, model, k)
-    enqueue_orderings(study, settings, [o for o, _ in cands])
+    enqueue_orderings(study, settings.space(), [o for o, _ in cands])
     scores = model.predict([o for o, _ in cands])
     kept = [{"order": o, "from": why, "score": float(s)} for (o, why), s in zip(cands, scores, strict=True)]
     study.set_user_attr("graph_orderings", kept)
