@@ -119,10 +119,9 @@ def simulate(
     good = set(sorted(table, key=table.get, reverse=True)[: max(1, round(0.05 * len(table)))])
     sampler = optuna.samplers.RandomSampler(seed=seed) if random else make_sampler(seed)
     study = optuna.create_study(direction="maximize", sampler=sampler)
-    settings = {"tasks": tasks, "strategies": [strategy], "lambda": lam, "options": {}}
-    if seeded:
-        enqueue_orderings(study, settings, seeded)
     space = SearchSpace(tasks, [strategy], lam)
+    if seeded:
+        enqueue_orderings(study, space, seeded)
     out: dict[str, float] = {"best": max_trials, "top5pct": max_trials, "found_best": 0}
     seen, tried = -1.0, []
     for t in range(1, max_trials + 1):
@@ -141,7 +140,7 @@ def simulate(
             weights = fit_weights(graph, tried)
             done = {tuple(o) for o, _ in tried}
             ranked = sorted(table, key=lambda o: -all_scores(graph, [o], weights)[0])
-            enqueue_orderings(study, settings, [list(o) for o in ranked if o not in done][:k])
+            enqueue_orderings(study, space, [list(o) for o in ranked if o not in done][:k])
         if out["found_best"] and t >= 24:
             break
     return out

@@ -262,11 +262,10 @@ def test_fit_weights_recovers_known_weights() -> None:
 
 
 def test_enqueued_graph_orderings_are_the_first_trials() -> None:
-    settings = {"tasks": ["a", "b", "c", "d"], "strategies": ["ewc", "si"], "lambda": None, "options": {}}
+    space = SearchSpace(["a", "b", "c", "d"], ["ewc", "si"])
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
     wanted = [["c", "a", "d", "b"], ["d", "c", "b", "a"]]
-    enqueue_orderings(study, settings, wanted)
-    space = SearchSpace(settings["tasks"], settings["strategies"])
+    enqueue_orderings(study, space, wanted)
     got = [space.suggest(study.ask()) for _ in wanted]
     assert [list(c.order) for c in got] == wanted
     assert all(c.strategy.name == "ewc" and c.strategy.lam == strategy_class("ewc").default_lam for c in got)

@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.orders.lehmer import code_to_order, order_to_code, param_names
 from search.propose.gp import PermutationGP, concat, encode, expected_improvement
 
-INTERRUPTED = "interrupted"
+INTERRUPTED = "interrupted"  # fail reason of an interrupted trial (a FAIL trial without one was interrupted too)
 N_STARTUP = 5
 MAX_POINTS = 300  # GP data cap: the best half and the most recent half beyond it
 
@@ -120,7 +120,7 @@ class PermutationSampler(optuna.samplers.BaseSampler):
                 pruned.add(order)
             elif t.state in (TrialState.RUNNING, TrialState.WAITING):
                 pending.add(order)
-            elif t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") != INTERRUPTED:
+            elif t.state == TrialState.FAIL and t.user_attrs.get("fail_reason", INTERRUPTED) != INTERRUPTED:
                 blocked.add(order)
         by_strategy: dict[Any, list[float]] = {}
         for _, strategy, v in seen:

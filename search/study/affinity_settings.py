@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import TrainConfig
+from search.study.settings import StudySettings
 from tasks.errors import LLLError
 
 MIN_TASKS = 3
@@ -38,45 +39,44 @@ class AffinityRequest:
     population: int | str = "auto"  # units a worker trains at once (lockstep K)
 
 
-def _check_pool_unchanged(study_name: str, st: dict[str, Any]) -> None:
+def _check_pool_unchanged(study_name: str, st: StudySettings) -> None:
     """The study's pool, built again now, must be the one the study recorded."""
     from tasks.registry import load_pool
 
-    pool = load_pool(st["pool"], st.get("data_dir"), False, st.get("train_per_task"), st.get("test_per_task"))
-    recorded = st.get("pool_fingerprint")
-    if (recorded is not None and pool.fingerprint() != recorded) or list(pool.names) != list(st["tasks"]):
+    pool = load_pool(st.pool, st.data_dir, False, st.train_per_task, st.test_per_task)
+    if pool.fingerprint() != st.pool_fingerprint or tuple(pool.names) != tuple(st.tasks):
         raise LLLError(
-            f"pool {st['pool']!r} has changed since study {study_name!r} started (different fingerprint); "
+            f"pool {st.pool!r} has changed since study {study_name!r} started (different fingerprint); "
             "measure its graph with the same pool file and data, or give --pool without --study"
         )
 
 
 def _study_settings(req: AffinityRequest) -> tuple[dict[str, Any], Any, str, int, int, dict]:
-    from search.study.storage import load_study, open_storage
+    from search.study.storage import load_study, open_storage, study_settings
 
     study = load_study(req.study, open_storage(req.storage))
-    st = dict(study.user_attrs)
-    if req.pool is not None and req.pool != st["pool"]:
-        raise LLLError(f"study {req.study!r} searched pool {st['pool']!r}, not {req.pool!r}; drop --pool")
+    st = study_settings(study)
+    if req.pool is not None and req.pool != st.pool:
+        raise LLLError(f"study {req.study!r} searched pool {st.pool!r}, not {req.pool!r}; drop --pool")
     _check_pool_unchanged(req.study, st)
-    name = req.strategy or st["strategies"][0]
-    base_seed = st.get("seed", 0) if req.seed is None else req.seed
-    n_seeds = req.seeds or int(st.get("seeds", 1))
+    name = req.strategy or st.strategies[0]
+    base_seed = st.seed if req.seed is None else req.seed
+    n_seeds = req.seeds or st.seeds
     uri = req.tracking_uri
-    if uri is None and st.get("tracking_uri_masked"):
+    if uri is None and st.tracking_uri_masked:
         raise LLLError("this study logs to a password-protected tracking store; pass --tracking-uri")
     settings = {
-        "pool": st["pool"],
-        "pool_spec": st["pool_spec"],
-        "tasks": list(st["tasks"]),
+        "pool": st.pool,
+        "pool_spec": st.pool_spec,
+        "tasks": list(st.tasks),
         "strategy": name,
-        "lambda": st.get("lambda"),
-        "options": (st.get("options") or {}).get(name, {}),
-        "data_dir": st.get("data_dir"),
-        "tracking_uri": uri or st.get("tracking_uri") or "sqlite:///mlflow.db",
+        "lambda": st.lam,
+        "options": st.strategy_options(name),
+        "data_dir": st.data_dir,
+        "tracking_uri": uri or st.tracking_uri or "sqlite:///mlflow.db",
         "experiment": study.study_name,
     }
-    return settings, study, name, base_seed, n_seeds, dict(st["train"])
+    return settings, study, name, base_seed, n_seeds, st.train.model_dump()
 
 
 def _pool_settings(req: AffinityRequest) -> tuple[dict[str, Any], None, str, int, int, dict]:

@@ -13,21 +13,20 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
 
-from pipeline.config import TrainConfig
 from pipeline.faults import fault_point
-from pipeline.rmatrix import RMatrix
 from pipeline.units import Unit
-from search.orders.space import SearchSpace
 from search.study.optuna_bridge import BEST_LABEL, OptunaBridge, TrialRun
+from search.study.outcome import State, TrialOutcome
 from search.study.recording import Recorder, StudyContext, trial_record
 from search.study.resume import recover
 from search.study.scheduler import Event, Scheduler, WorkerSpec
-from search.study.storage import finished_trials, mark_interrupted
+from search.study.settings import StudySettings
+from search.study.storage import finished_trials
 from tasks.errors import LLLError
 
 warnings.filterwarnings("ignore", message=".*is already reported.*")
@@ -36,34 +35,19 @@ HEARTBEAT = 5.0  # seconds between progress callbacks when nothing finishes
 ASK_CHUNK = 8  # trials asked per turn of the loop
 
 
-@dataclass
-class SearchConfig:
-    study: str
-    storage: str
-    tracking_uri: str | None
-    experiment: str
-    pool_name: str
-    pool_spec_json: str
-    pool_fingerprint: str
-    tasks: list[str]
-    space: SearchSpace
-    objective: str = "acc"
-    trials: int = 30
-    time_budget: float | None = None
+@dataclass(frozen=True)
+class Resources:
+    """How one run of a study uses the cluster and the clock. Not stored with the study (that is
+    :class:`StudySettings`): a resumed study may run on other machines, for another budget."""
+
     workers: int = 2
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
-    seeds: int = 1
-    seed: int = 0
-    train: TrainConfig = field(default_factory=TrainConfig)
-    checkpoints: str = "final"
-    prune: bool = True
-    exhaustive: bool = False
-    data_dir: str | None = None
+    cache_bytes: int = 1 << 30  # per-worker prefix cache; 0 disables it
     download: bool = False
+    time_budget: float | None = None  # seconds from the driver's start
     max_retries: int = 2
-    cache_bytes: int = 1 << 30
-    population: int | str = "auto"
+    tracking_uri: str | None = None  # the unmasked URI this run records to (None: no MLflow)
 
 
 @dataclass
@@ -88,39 +72,34 @@ class SearchSummary:
 Progress = Callable[[dict[str, Any]], None]
 
 
-def worker_spec(cfg: SearchConfig) -> WorkerSpec:
+def worker_spec(settings: StudySettings, r: Resources) -> WorkerSpec:
     """How this search's worker actors start (launch.py starts them early with the same spec)."""
     return WorkerSpec(
-        cfg.pool_spec_json,
-        cfg.data_dir,
-        cfg.download,
-        cfg.cache_bytes,
-        cfg.cpus_per_worker,
-        cfg.gpus_per_worker,
-        cfg.population,
-        cfg.train.device,
-        cfg.pool_fingerprint,
-    )
+        settings.pool_spec, settings.data_dir, r.download, r.cache_bytes, r.cpus_per_worker, r.gpus_per_worker,
+        settings.population, settings.train.device, settings.pool_fingerprint,
+    )  # fmt: skip
 
 
 class SearchDriver:
     def __init__(
-        self, cfg: SearchConfig, study: optuna.Study, parent_run_id: str | None, progress: Progress | None = None
+        self,
+        settings: StudySettings,
+        resources: Resources,
+        study: optuna.Study,
+        parent_run_id: str | None,
+        progress: Progress | None = None,
     ) -> None:
-        self.cfg, self.study, self.parent_run_id, self.progress = cfg, study, parent_run_id, progress
+        self.settings, self.res, self.study, self.parent_run_id = settings, resources, study, parent_run_id
+        self.progress = progress
         self.summary = SearchSummary()
-        seeds = [cfg.seed + k for k in range(cfg.seeds)]
-        self.bridge = OptunaBridge(
-            study, cfg.space, cfg.objective, cfg.prune, seeds, cfg.train.model_dump_json(), cfg.checkpoints
-        )
-        self.sched = Scheduler(worker_spec(cfg), cfg.workers, cfg.max_retries, memo=cfg.cache_bytes > 0)
+        self.bridge = OptunaBridge(study, settings)
+        r = resources
+        self.sched = Scheduler(worker_spec(settings, r), r.workers, r.max_retries, memo=r.cache_bytes > 0)
         # One request per ordering when nothing prunes (its prefixes wait on each other in the unit table).
-        no_prune = cfg.exhaustive or cfg.objective == "both" or not cfg.prune
-        self.bridge.whole = no_prune and cfg.cache_bytes > 0
-        self.recorder = Recorder(cfg.tracking_uri)
-        self.ctx = StudyContext(
-            cfg.study, cfg.experiment, parent_run_id, cfg.pool_name, cfg.pool_fingerprint, cfg.train, cfg.checkpoints
-        )
+        no_prune = settings.exhaustive or settings.objective == "both" or not settings.prune
+        self.bridge.whole = no_prune and r.cache_bytes > 0
+        self.recorder = Recorder(r.tracking_uri)
+        self.ctx = StudyContext(study.study_name, parent_run_id, settings)
         self.queue: list[TrialRun] = []  # asked, not started
         self.active: list[TrialRun] = []  # started, not yet told
         self.t0 = time.perf_counter()
@@ -131,17 +110,19 @@ class SearchDriver:
 
     # ---- budget ------------------------------------------------------------------------------
     def _time_left(self) -> bool:
-        return self.cfg.time_budget is None or time.perf_counter() - self.t0 < self.cfg.time_budget
+        budget = self.res.time_budget
+        return budget is None or time.perf_counter() - self.t0 < budget
 
     def _fill(self) -> None:
         """Ask ahead and start trials. Exhaustive: every trial, ASK_CHUNK per turn (workers get
         their first units while the rest are asked). Otherwise one running trial per worker, as
         many asked ahead, and a free worker's next trial is the queued one with the longest
         prefix already trained (the unit table answers that prefix without training)."""
-        cap = self.to_run if self.cfg.exhaustive else self.cfg.workers
+        exhaustive, workers = self.settings.exhaustive, self.res.workers
+        cap = self.to_run if exhaustive else workers
         # Identical candidates (same ordering, strategy and λ) share every unit: they count once.
         running = len({self._identity(r) for r in self.active if r.state == "running"})
-        want = self.cfg.workers + 1 if not self.cfg.exhaustive else min(cap - running, ASK_CHUNK)
+        want = workers + 1 if not exhaustive else min(cap - running, ASK_CHUNK)
         while len(self.queue) < want and self.asked < self.to_run and self._time_left():
             t0 = time.perf_counter()
             self.queue.append(self.bridge.ask())
@@ -179,67 +160,46 @@ class SearchDriver:
             return
         if not self.bridge.take(run, ev.unit.seed, ev.result, ev.node):
             return
-        if self.bridge.should_prune(run, self.cfg.exhaustive):
+        if self.bridge.should_prune(run):
             self._finish(run, "pruned")
         elif run.step == len(run.candidate.order):
             self._finish(run, "complete")
         else:
             self._next(run)
 
-    def _finish(self, run: TrialRun, state: str, reason: str = "") -> None:
-        """Record the trial (background thread); Optuna is told once the record is written."""
+    def _finish(self, run: TrialRun, state: State, reason: str = "") -> None:
+        """Record the trial in MLflow (background thread); Optuna is told once the record is written."""
         self.sched.cancel(run)
         run.state = "recording"
-        c = run.candidate
-        lam = run.last[run.seeds[0]]["lam"] if run.last else c.strategy.lam
-        sizes = run.last[run.seeds[0]]["sizes"] if run.last else None
-        rmats = run.rmatrices()
-        if state == "complete":
-            metrics = self.bridge.metrics(run)
-            rec = trial_record(
-                self.ctx, run.trial.number, c.order, c.strategy, lam, run.seeds, rmats, state, "FINISHED", metrics,
-                sizes, run.checkpoints, run.node,
-            )  # fmt: skip
-        elif state == "pruned":
-            partial = RMatrix.mean(rmats)
-            metrics = {"running_acc_at_prune": float(partial.values[run.step].mean()), "tasks_done": run.step}
-            rec = trial_record(
-                self.ctx, run.trial.number, c.order, c.strategy, lam, run.seeds, [partial], state, "KILLED", metrics,
-                node=run.node,
-            )  # fmt: skip
-        else:
-            metrics = {}
-            rec = trial_record(
-                self.ctx, run.trial.number, c.order, c.strategy, lam, run.seeds, [], state, "FAILED", {},
-                node=run.node, extra_tags={"fail_reason": reason[:5000]},
-            )  # fmt: skip
-        self.recorder.submit((run, state, reason, tuple(metrics.items())), rec)
+        outcome = self.bridge.outcome(run, state, reason)
+        self.recorder.submit((run, outcome), trial_record(self.ctx, outcome))
 
     def _on_written(self, token: tuple, run_id: str | None, error: str | None) -> None:
-        run, state, reason, metrics = token
+        run, outcome = token
         if error is not None:
             raise LLLError(f"recording trial {run.trial.number} in MLflow failed ({error[:300]}); check --tracking-uri")
         fault_point("after_record", trial=run.trial.number)  # tests: a kill between MLflow and Optuna
         t0 = time.perf_counter()
-        s = self.summary
-        if state == "complete":
-            self.bridge.tell_complete(run, dict(metrics), run_id)
-            s.complete += 1
-            s.trained += run.trained
-            s.reused += run.reused
-            s.rebuilt += run.rebuilt
-        elif state == "pruned":
-            self.bridge.tell_pruned(run)
-            s.pruned += 1
-            s.saved_by_pruning += self.bridge.remaining(run)
-        else:
-            self.bridge.tell_failed(run, reason)
-            s.failed += 1
-            s.failures.append(f"trial {run.trial.number}: {reason}")
+        self.bridge.end(run, replace(outcome, mlflow_run_id=run_id))
+        self._count(run, outcome)
         run.state = "done"
         self.active.remove(run)
         self._clock("tell", t0)
         self._notify()
+
+    def _count(self, run: TrialRun, outcome: TrialOutcome) -> None:
+        s = self.summary
+        if outcome.state == "complete":
+            s.complete += 1
+            s.trained += run.trained
+            s.reused += run.reused
+            s.rebuilt += run.rebuilt
+        elif outcome.state == "pruned":
+            s.pruned += 1
+            s.saved_by_pruning += self.bridge.remaining(run)
+        else:
+            s.failed += 1
+            s.failures.append(f"trial {run.trial.number}: {outcome.reason}")
 
     def _clock(self, what: str, t0: float) -> None:
         self.summary.timing[what] = self.summary.timing.get(what, 0.0) + time.perf_counter() - t0
@@ -256,11 +216,11 @@ class SearchDriver:
         self.progress(
             {
                 "done": self.done_before + s.complete + s.pruned + s.failed,
-                "total": self.cfg.trials,
+                "total": self.settings.trials,
                 "best_acc": best.get("acc"),
                 "best_bwt": best.get("bwt"),
                 "best_trial": best.get("number"),
-                "best_label": BEST_LABEL[self.cfg.objective],
+                "best_label": BEST_LABEL[self.settings.objective],
                 "pruned": s.pruned,
                 "failed": s.failed,
                 "elapsed": time.perf_counter() - self.t0,
@@ -269,15 +229,15 @@ class SearchDriver:
 
     # ---- main loop ---------------------------------------------------------------------------
     def run(self) -> SearchSummary:
-        cfg = self.cfg
-        rec = recover(self.study, cfg.tracking_uri, cfg.experiment, self.parent_run_id, cfg.objective)
+        st = self.settings
+        rec = recover(self.study, st, self.res.tracking_uri, self.parent_run_id)
         self.summary.recovered, self.summary.requeued = rec.recovered, rec.requeued
-        if cfg.exhaustive:
-            self.bridge.enqueue_exhaustive(cfg.tasks)
+        if st.exhaustive:
+            self.bridge.enqueue_exhaustive(list(st.tasks))
             # Every trial is enqueued: TPE's model (fitted on every ask, 0.1-0.25 s each) is not used.
-            self.study.sampler = optuna.samplers.RandomSampler(seed=cfg.seed)
+            self.study.sampler = optuna.samplers.RandomSampler(seed=st.seed)
         self.done_before = len(finished_trials(self.study))
-        self.to_run = max(0, cfg.trials - self.done_before)
+        self.to_run = max(0, st.trials - self.done_before)
         self._notify()
         if self.to_run == 0:
             self.recorder.close()
@@ -289,7 +249,7 @@ class SearchDriver:
                 if not self._time_left():
                     self._drop_unstarted()
                 t0 = time.perf_counter()
-                busy = self.recorder.busy() or (self.cfg.exhaustive and self.asked < self.to_run)
+                busy = self.recorder.busy() or (st.exhaustive and self.asked < self.to_run)
                 booting = not self.sched.booted
                 events = self.sched.poll(timeout=0.05 if busy else 1.0)
                 self._clock("boot" if booting else "wait", t0)
@@ -313,5 +273,5 @@ class SearchDriver:
     def _drop_unstarted(self) -> None:
         """Time is up: trials asked ahead that were never started go back to the study, unrun."""
         for run in self.queue:
-            mark_interrupted(self.study, self.study._storage.get_trial(run.trial._trial_id))
+            self.bridge.end(run, self.bridge.outcome(run, "interrupted"))
         self.queue = []

@@ -15,10 +15,12 @@ from typing import Any
 
 import networkx as nx
 
-from pipeline.config import StrategyConfig, TrainConfig
+from pipeline.config import StrategyConfig
 from search.graph.affinity import graph_tasks
 from search.graph.rules import RULES, dissimilarity_from_graph, rule_order
 from search.graph.zero_shot import PairArrays, ZeroShot, zero_shot_pick
+from search.orders.space import SearchSpace
+from search.study.settings import StudySettings
 
 SEED_ORDERINGS = 4
 
@@ -42,7 +44,7 @@ def candidate_orderings(
 
 def seed_study_from_graph(
     study: Any,
-    settings: dict[str, Any],
+    settings: StudySettings,
     workers: int | None = None,
     ray_address: str | None = None,
     download: bool = False,
@@ -53,31 +55,25 @@ def seed_study_from_graph(
     from search.graph.affinity import build_graph
     from search.study.affinity_runs import measure_affinity
 
-    name = settings["strategies"][0]
-    cfg = StrategyConfig(name=name, lam=settings.get("lambda"), options=(settings.get("options") or {}).get(name, {}))
-    try:
-        meas = measure_affinity(
-            settings["pool_spec"],
-            list(settings["tasks"]),
-            cfg,
-            TrainConfig(**settings["train"]),
-            [int(settings.get("seed", 0))],
-            workers,
-            settings.get("data_dir"),
-            download,
-            ray_address,
-            population=population,
-        )
-    except BaseException:  # the study was created for this search a moment ago: do not leave it empty
-        import optuna
-
-        optuna.delete_study(study_name=study.study_name, storage=study._storage)
-        raise
+    name = settings.strategies[0]
+    cfg = StrategyConfig(name=name, lam=settings.lam, options=settings.strategy_options(name))
+    meas = measure_affinity(
+        settings.pool_spec,
+        list(settings.tasks),
+        cfg,
+        settings.train,
+        [settings.seed],
+        workers,
+        settings.data_dir,
+        download,
+        ray_address,
+        population=population,
+    )
     evidence = meas.evidence()
-    graph = build_graph(settings["tasks"], evidence, meta={"strategy": name})
+    graph = build_graph(list(settings.tasks), evidence, meta={"strategy": name})
     pick = zero_shot_pick(graph, name, k=k, draws=0)  # the ordering `lll affinity --recommend` prints
     cands = candidate_orderings(graph, k, pick)
-    enqueue_orderings(study, settings, [o for o, _ in cands])
+    enqueue_orderings(study, settings.space(), [o for o, _ in cands])
     scores = PairArrays.from_graph(graph).model(pick.params).predict([o for o, _ in cands])
     kept = [{"order": o, "from": why, "score": float(s)} for (o, why), s in zip(cands, scores, strict=True)]
     study.set_user_attr("graph_orderings", kept)
@@ -88,17 +84,8 @@ def seed_study_from_graph(
     return cands
 
 
-def enqueue_orderings(study: Any, settings: dict[str, Any], orders: list[list[str]]) -> None:
-    """Make ``orders`` the study's next trials, with the study's first strategy and its fixed λ
+def enqueue_orderings(study: Any, space: SearchSpace, orders: list[list[str]]) -> None:
+    """Make ``orders`` the study's next trials, with the space's first strategy and its fixed λ
     (or the strategy's default)."""
-    from search.orders.space import SearchSpace
-
-    space = SearchSpace(
-        settings["tasks"],
-        settings["strategies"],
-        settings.get("lambda"),
-        settings.get("fixed_order"),
-        settings.get("options") or {},
-    )
     for order in orders:
-        study.enqueue_trial(space.trial_params(order, settings["strategies"][0], settings.get("lambda")))
+        study.enqueue_trial(space.trial_params(order, space.strategies[0], space.fixed_lambda))

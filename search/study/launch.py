@@ -1,5 +1,9 @@
-"""`lll search` end to end: settings → study (new or resumed) → MLflow parent run → Ray workers →
-driver → study artifacts. The CLI only parses flags and prints."""
+"""`lll search` end to end: request → settings → study (new or resumed) → MLflow parent run → Ray
+workers → driver → study artifacts. The CLI only parses flags and prints.
+
+A :class:`SearchRequest` is what the user typed; :class:`StudySettings` is what the study stores
+(validated once, here for a new study and on load for a resumed one); :class:`Resources` is how
+this run uses the cluster. Nothing else carries the study's settings."""
 
 from __future__ import annotations
 
@@ -10,15 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from pipeline import tracking
 from pipeline.config import TrainConfig
 from pipeline.strategies import strategy_class
 from search.orders.space import SearchSpace
 from search.study.cluster import check_address, check_gpus, connect
-from search.study.driver import Progress, SearchConfig, SearchDriver, worker_spec
+from search.study.driver import Progress, Resources, SearchDriver, worker_spec
 from search.study.recommend import recommendation
 from search.study.recording import close_parent_run, open_parent_run
 from search.study.scheduler import start_early
+from search.study.settings import StudySettings, build
 from search.study.storage import (
     DEFAULT_STORAGE,
     check_sampler,
@@ -69,7 +76,7 @@ class SearchRequest:
     test_per_task: int | None = None
     order: list[str] | None = None
     seed_from_graph: bool = False  # enqueue the affinity graph's best orderings first (new study)
-    population: int | str = "auto"  # units a worker trains at once (lockstep K); not stored in the study
+    population: int | str | None = None  # units a worker trains at once (lockstep K) [default: auto; resume: stored]
     sampler: str | None = None  # model | tpe | random (None: model, tpe for --objective both; --resume: stored)
 
 
@@ -78,40 +85,45 @@ DEFAULT_TRIALS = 24
 DEFAULT_SEEDS = 2
 
 
-def _settings_for_new(req: SearchRequest, pool) -> dict[str, Any]:
+def new_settings(req: SearchRequest, pool, n_trials: int) -> StudySettings:
+    """The settings a new study stores, from the flags (None: the default) and the loaded pool."""
     strategies = req.strategies or DEFAULT_STRATEGIES
-    tasks = pool.names
     if req.exhaustive:
-        if len(tasks) > 7:
-            raise LLLError(exhaustive_too_large(pool.name, len(tasks), req.seeds or DEFAULT_SEEDS))
+        if len(pool.names) > 7:
+            raise LLLError(exhaustive_too_large(pool.name, len(pool.names), req.seeds or DEFAULT_SEEDS))
         if len(strategies) != 1:
             raise LLLError("--exhaustive needs exactly one strategy, e.g. --strategies ewc (λ fixed by --lambda)")
-    return {
-        "pool": req.pool,
-        "pool_spec": pool.spec.model_dump_json(),
-        "pool_fingerprint": pool.fingerprint(),
-        "tasks": tasks,
-        "strategies": strategies,
-        "lambda": req.lam,
-        "options": req.options or {},
-        "objective": req.objective or "acc",
-        "sampler": check_sampler(req.sampler or default_sampler(req.objective or "acc"), req.objective or "acc"),
-        "seeds": req.seeds or DEFAULT_SEEDS,
-        "seed": req.seed or 0,
-        "train": TrainConfig(**(req.train or {})).model_dump(mode="json"),
-        "checkpoints": req.checkpoints or "final",
-        "prune": True if req.prune is None else req.prune,
-        "prune_startup": req.prune_startup,
-        "exhaustive": req.exhaustive,
-        "trials": req.trials,
-        "data_dir": req.data_dir,
-        "train_per_task": req.train_per_task,
-        "test_per_task": req.test_per_task,
-        "fixed_order": req.order,
-        "seeds_list": ",".join(str((req.seed or 0) + k) for k in range(req.seeds or DEFAULT_SEEDS)),
-        "tracking_uri": tracking.mask_url(req.tracking_uri) if req.tracking_uri else None,
-        "tracking_uri_masked": bool(req.tracking_uri and tracking.mask_url(req.tracking_uri) != req.tracking_uri),
-    }
+    SearchSpace(pool.names, strategies, req.lam, req.order, req.options or {})  # one-line errors by flag
+    objective = req.objective or "acc"
+    masked = tracking.mask_url(req.tracking_uri) if req.tracking_uri else None
+    return build(
+        {
+            "pool": req.pool,
+            "pool_spec": pool.spec.model_dump_json(),
+            "pool_fingerprint": pool.fingerprint(),
+            "tasks": pool.names,
+            "strategies": strategies,
+            "lambda": req.lam,
+            "options": req.options or {},
+            "objective": objective,
+            "sampler": check_sampler(req.sampler or default_sampler(objective), objective),
+            "seeds": req.seeds or DEFAULT_SEEDS,
+            "seed": req.seed or 0,
+            "train": TrainConfig(**(req.train or {})),
+            "population": "auto" if req.population is None else req.population,
+            "checkpoints": req.checkpoints or "final",
+            "prune": True if req.prune is None else req.prune,
+            "prune_startup": req.prune_startup,
+            "exhaustive": req.exhaustive,
+            "trials": n_trials,
+            "data_dir": req.data_dir,
+            "train_per_task": req.train_per_task,
+            "test_per_task": req.test_per_task,
+            "fixed_order": req.order,
+            "tracking_uri": masked,
+            "tracking_uri_masked": bool(req.tracking_uri and masked != req.tracking_uri),
+        }
+    )
 
 
 def exhaustive_too_large(pool: str, t: int, seeds: int) -> str:
@@ -129,73 +141,88 @@ def default_study_name(pool: str) -> str:
     return f"{Path(pool).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare(req: SearchRequest):
+def prepare(req: SearchRequest) -> tuple[optuna.Study, StudySettings, Any, str | None]:
     """Validate everything that can fail before any training; returns (study, settings, pool, uri)."""
     if req.seed_from_graph and (req.resume or req.order is not None):
         raise LLLError("--seed-from-graph seeds a new study's orderings; drop it with --resume or --order")
     from pipeline.lockstep import parse_population
 
-    req.population = parse_population(req.population)
+    if req.population is not None:
+        req.population = parse_population(req.population)
     if req.ray_address:
         check_address(req.ray_address)
     else:
         check_gpus(req.gpus_per_worker)  # the local machine, before Ray starts
     storage = open_storage(req.storage)
     if req.resume:
-        if not req.study:
-            raise LLLError("--resume needs --study NAME (the study to continue)")
-        study = load_study(req.study, storage)
-        settings = study_settings(study)
-        stored = settings.get("sampler", "tpe")
-        if req.sampler is not None and req.sampler != stored:
-            raise LLLError(f"study {req.study!r} searches with --sampler {stored}; resume it without --sampler")
-        if req.trials is not None:
-            settings["trials"] = req.trials
-        uri = req.tracking_uri
-        if settings.get("tracking_uri_masked") and uri == tracking.DEFAULT_TRACKING_URI:
-            raise LLLError("this study logs to a password-protected tracking store; pass --tracking-uri again")
-        if not settings.get("tracking_uri_masked") and settings.get("tracking_uri") is not None:
-            uri = settings["tracking_uri"] if uri == tracking.DEFAULT_TRACKING_URI else uri
-        pool = load_pool(
-            settings["pool"],
-            settings.get("data_dir"),
-            req.download,
-            settings.get("train_per_task"),
-            settings.get("test_per_task"),
-        )
-        from pipeline.models import check_model_name
-
-        check_model_name(settings["train"].get("model"))  # a user model's module is shipped to the workers
-        if pool.fingerprint() != settings["pool_fingerprint"]:
-            raise LLLError(
-                f"pool {settings['pool']!r} has changed since study {req.study!r} started "
-                "(different fingerprint); resume with the same pool file and data"
-            )
+        study, settings, pool, uri = _resume(req, storage)
     else:
-        req.pool = req.pool or "mixed-mnist"
-        pool = load_pool(req.pool, req.data_dir, req.download, req.train_per_task, req.test_per_task)
-        if req.order is not None:
-            req.order = pool.resolve_order(req.order)
-        for s in req.strategies or DEFAULT_STRATEGIES:
-            strategy_class(s)
-        settings = _settings_for_new(req, pool)
-        uri = req.tracking_uri
-        name = req.study or default_study_name(req.pool)
-        if settings["trials"] is None:
-            n_orders = math.factorial(len(pool.names)) if req.order is None else 1
-            settings["trials"] = n_orders if req.exhaustive else (10**6 if req.time_budget else DEFAULT_TRIALS)
-        if uri:
-            tracking.check_tracking_uri(uri)
-        check_gpus(req.gpus_per_worker, connect(req.ray_address))  # Ray up (or joined) before the study exists
-        study = create_study(name, storage, settings)
-        if req.seed_from_graph:
-            from search.study.graph_seed import seed_study_from_graph
+        study, settings, pool, uri = _create(req, storage)
+    return study, settings, pool, uri
 
-            seed_study_from_graph(
-                study, settings, req.workers, req.ray_address, req.download, population=req.population
-            )
+
+def _resume(req: SearchRequest, storage) -> tuple[optuna.Study, StudySettings, Any, str | None]:
+    """The stored study, its settings (--trials and --population may change for this run) and pool."""
+    if not req.study:
+        raise LLLError("--resume needs --study NAME (the study to continue)")
+    study = load_study(req.study, storage)
+    settings = study_settings(study)
+    if req.sampler is not None and req.sampler != settings.sampler:
+        raise LLLError(f"study {req.study!r} searches with --sampler {settings.sampler}; resume it without --sampler")
+    changes: dict[str, Any] = {}
+    if req.trials is not None:
+        changes["trials"] = req.trials
+    if req.population is not None:
+        changes["population"] = req.population
+    settings = settings.changed(**changes) if changes else settings
+    uri = req.tracking_uri
+    if settings.tracking_uri_masked and uri == tracking.DEFAULT_TRACKING_URI:
+        raise LLLError("this study logs to a password-protected tracking store; pass --tracking-uri again")
+    if not settings.tracking_uri_masked and settings.tracking_uri is not None:
+        uri = settings.tracking_uri if uri == tracking.DEFAULT_TRACKING_URI else uri
+    pool = load_pool(settings.pool, settings.data_dir, req.download, settings.train_per_task, settings.test_per_task)
+    from pipeline.models import check_model_name
+
+    check_model_name(settings.train.model)  # a user model's module is shipped to the workers
+    if pool.fingerprint() != settings.pool_fingerprint:
+        raise LLLError(
+            f"pool {settings.pool!r} has changed since study {req.study!r} started "
+            "(different fingerprint); resume with the same pool file and data"
+        )
     if uri:
         tracking.check_tracking_uri(uri)
+    return study, settings, pool, uri
+
+
+def _create(req: SearchRequest, storage) -> tuple[optuna.Study, StudySettings, Any, str | None]:
+    """A new study with its settings stored; Ray is up (or joined) before it exists."""
+    req.pool = req.pool or "mixed-mnist"
+    pool = load_pool(req.pool, req.data_dir, req.download, req.train_per_task, req.test_per_task)
+    if req.order is not None:
+        req.order = pool.resolve_order(req.order)
+    for s in req.strategies or DEFAULT_STRATEGIES:
+        strategy_class(s)
+    n_trials = req.trials
+    if n_trials is None:
+        n_orders = math.factorial(len(pool.names)) if req.order is None else 1
+        n_trials = n_orders if req.exhaustive else (10**6 if req.time_budget else DEFAULT_TRIALS)
+    settings = new_settings(req, pool, n_trials)
+    uri = req.tracking_uri
+    if uri:
+        tracking.check_tracking_uri(uri)
+    check_gpus(req.gpus_per_worker, connect(req.ray_address))  # Ray up (or joined) before the study exists
+    name = req.study or default_study_name(req.pool)
+    study = create_study(name, storage, settings)
+    if req.seed_from_graph:
+        from search.study.graph_seed import seed_study_from_graph
+
+        try:
+            seed_study_from_graph(
+                study, settings, req.workers, req.ray_address, req.download, population=settings.population
+            )
+        except BaseException:  # the study was created for this search a moment ago: do not leave it empty
+            optuna.delete_study(study_name=name, storage=storage)
+            raise
     return study, settings, pool, uri
 
 
@@ -209,48 +236,22 @@ def run_search(req: SearchRequest, progress: Progress | None = None, prepared=No
     workers = req.workers or max(1, int(cpus // req.cpus_per_worker))
     if req.gpus_per_worker and resources.get("GPU", 0) < req.gpus_per_worker:
         raise LLLError(f"--gpus-per-worker {req.gpus_per_worker} but the cluster has {resources.get('GPU', 0)} GPUs")
-    space = SearchSpace(
-        settings["tasks"],
-        settings["strategies"],
-        settings.get("lambda"),
-        settings.get("fixed_order"),
-        settings.get("options") or {},
-    )
-    cfg = SearchConfig(
-        study=study.study_name,
-        storage=req.storage,
-        tracking_uri=uri,
-        experiment=study.study_name,
-        pool_name=settings["pool"],
-        pool_spec_json=settings["pool_spec"],
-        pool_fingerprint=settings["pool_fingerprint"],
-        tasks=settings["tasks"],
-        space=space,
-        objective=settings["objective"],
-        trials=settings["trials"],
-        time_budget=req.time_budget,
+    run = Resources(
         workers=workers,
         cpus_per_worker=req.cpus_per_worker,
         gpus_per_worker=req.gpus_per_worker,
-        seeds=settings["seeds"],
-        seed=settings["seed"],
-        train=TrainConfig(**settings["train"]),
-        checkpoints=settings["checkpoints"],
-        prune=settings["prune"],
-        exhaustive=settings["exhaustive"],
-        data_dir=settings.get("data_dir"),
-        download=req.download,
         cache_bytes=req.cache_mb * 1024 * 1024,
-        population=req.population,
+        download=req.download,
+        time_budget=req.time_budget,
+        tracking_uri=uri,
     )
-    if len(finished_trials(study)) < cfg.trials:
+    if len(finished_trials(study)) < settings.trials:
         # Workers boot (torch, the pool from its cache file) while the study and MLflow run are set up.
         pool_cache.save(_pool)
-        start_early(worker_spec(cfg), workers)
+        start_early(worker_spec(settings, run), workers)
     parent = open_parent_run(study, settings, uri) if uri else None
-    driver = SearchDriver(cfg, study, parent, progress)
     before = seconds_since_start()
-    summary = driver.run()
+    summary = SearchDriver(settings, run, study, parent, progress).run()
     t0 = time.perf_counter()
     rec = close_parent_run(study, uri, parent, summary) if uri and parent else None
     if rec is None:

@@ -18,18 +18,13 @@ from optuna.trial import TrialState
 from pipeline.rmatrix import RMatrix
 from pipeline.units import Unit
 from search.orders.lehmer import all_orderings
-from search.orders.space import Candidate, SearchSpace
+from search.orders.space import Candidate
+from search.study.outcome import State, TrialOutcome, end_trial, objective_values, trial_attrs
 from search.study.recording import seed_metrics
+from search.study.settings import StudySettings
 from search.study.storage import finished_trials
 
-METRIC_KEYS = ("acc", "bwt", "fwt", "forgetting", "acc_std", "bwt_std")
 BEST_LABEL = {"acc": "best ACC trial", "bwt": "best BWT trial", "both": "best-ACC Pareto trial"}
-
-
-def objective_values(metrics: dict[str, float], objective: str) -> list[float]:
-    if objective == "both":
-        return [metrics["acc"], metrics["bwt"]]
-    return [metrics[objective]]
 
 
 @dataclass(eq=False)
@@ -59,21 +54,16 @@ class TrialRun:
 
 
 class OptunaBridge:
-    """Ask, turn candidates into units, report for pruning, tell. Knows Optuna, not Ray or MLflow."""
+    """Ask, turn candidates into units, report for pruning, build the outcome, tell. Knows Optuna,
+    not Ray or MLflow."""
 
-    def __init__(
-        self,
-        study: optuna.Study,
-        space: SearchSpace,
-        objective: str,
-        prune: bool,
-        seeds: list[int],
-        train_json: str,
-        checkpoints: str = "final",
-    ) -> None:
-        self.study, self.space, self.objective, self.prune = study, space, objective, prune
-        self.seeds, self.train_json, self.checkpoints = seeds, train_json, checkpoints
-        self.T = len(space.tasks) if space.fixed_order is None else len(space.fixed_order)
+    def __init__(self, study: optuna.Study, settings: StudySettings) -> None:
+        self.study, self.settings = study, settings
+        self.space = settings.space()
+        self.objective, self.prune = settings.objective, settings.prune
+        self.seeds, self.checkpoints = settings.seed_list, settings.checkpoints
+        self.train_json = settings.train.model_dump_json()
+        self.T = len(self.space.tasks) if self.space.fixed_order is None else len(self.space.fixed_order)
         self.best: dict[str, Any] | None = None  # the best finished trial's attrs (progress line)
         # Nothing can stop a trial between tasks (no pruning): hand out its whole ordering at once.
         self.whole = False
@@ -116,9 +106,9 @@ class OptunaBridge:
         """Task-trainings this trial still has to run (what pruning it now saves)."""
         return (len(run.candidate.order) - run.step) * len(run.seeds)
 
-    def should_prune(self, run: TrialRun, exhaustive: bool) -> bool:
+    def should_prune(self, run: TrialRun) -> bool:
         """Report the running objective after this step; True when Optuna says stop."""
-        if self.objective == "both" or not self.prune or exhaustive:
+        if self.objective == "both" or not self.prune or self.settings.exhaustive:
             return False
         i = run.step
         values = []
@@ -127,39 +117,41 @@ class OptunaBridge:
         run.trial.report(float(np.mean(values)), i - 1)
         return i >= 1 and self.remaining(run) > 0 and run.trial.should_prune()
 
-    # ---- tell --------------------------------------------------------------------------------
-    def metrics(self, run: TrialRun) -> dict[str, float]:
-        metrics = seed_metrics(run.rmatrices())
-        metrics.update(trained=run.trained, reused=run.reused, seconds=run.seconds)
-        return metrics
+    # ---- the end of a trial ------------------------------------------------------------------
+    def outcome(self, run: TrialRun, state: State, reason: str = "") -> TrialOutcome:
+        """How ``run`` ended, with everything Optuna and its MLflow record keep."""
+        c = run.candidate
+        first = run.last.get(run.seeds[0])
+        common: dict[str, Any] = dict(
+            number=run.trial.number,
+            state=state,
+            order=tuple(c.order),
+            strategy=c.strategy,
+            lam=first["lam"] if first else c.strategy.lam,
+            seeds=tuple(run.seeds),
+            reason=reason,
+            node=dict(run.node),
+        )
+        if state == "complete":
+            rmats = run.rmatrices()
+            metrics = seed_metrics(rmats)
+            metrics.update(trained=run.trained, reused=run.reused, seconds=run.seconds)
+            values = tuple(objective_values(metrics, self.objective))
+            return TrialOutcome(
+                **common, R=RMatrix.mean(rmats), metrics=metrics, values=values, per_seed=tuple(rmats),
+                sizes=first.get("sizes"), checkpoints=dict(run.checkpoints),
+            )  # fmt: skip
+        if state == "pruned":
+            partial = RMatrix.mean(run.rmatrices())
+            metrics = {"running_acc_at_prune": float(partial.values[run.step].mean()), "tasks_done": run.step}
+            return TrialOutcome(**common, R=partial, metrics=metrics)
+        return TrialOutcome(**common)
 
-    def tell_complete(self, run: TrialRun, metrics: dict[str, float], run_id: str | None) -> None:
-        mean = RMatrix.mean(run.rmatrices())
-        attrs = {
-            "order": list(run.candidate.order),
-            "strategy": run.candidate.strategy.name,
-            "lambda": run.last[run.seeds[0]]["lam"],
-            "options": run.candidate.strategy.options,
-            "R": mean.values.tolist(),
-            "mlflow_run_id": run_id,
-            "node_ip": run.node.get("node_ip"),
-            **{k: metrics[k] for k in METRIC_KEYS},
-        }
-        storage, tid = self.study._storage, run.trial._trial_id
-        for k, v in attrs.items():
-            storage.set_trial_user_attr(tid, k, v)
-        self.study.tell(run.trial, objective_values(metrics, self.objective))
-        self.note_best({**attrs, "number": run.trial.number})
-
-    def tell_pruned(self, run: TrialRun) -> None:
-        run.trial.set_user_attr("order", list(run.candidate.order))
-        run.trial.set_user_attr("strategy", run.candidate.strategy.name)
-        self.study.tell(run.trial, state=TrialState.PRUNED)
-
-    def tell_failed(self, run: TrialRun, reason: str) -> None:
-        run.trial.set_user_attr("fail_reason", reason)
-        run.trial.set_user_attr("order", list(run.candidate.order))
-        self.study.tell(run.trial, state=TrialState.FAIL)
+    def end(self, run: TrialRun, outcome: TrialOutcome) -> None:
+        """Tell Optuna (the one tell path, :func:`end_trial`) and keep the best for the progress line."""
+        end_trial(self.study, run.trial, outcome)
+        if outcome.state == "complete":
+            self.note_best({**trial_attrs(outcome), "number": run.trial.number})
 
     # ---- best so far (progress) --------------------------------------------------------------
     def note_best(self, attrs: dict[str, Any]) -> None:

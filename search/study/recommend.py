@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.study.settings import StudySettings
 from search.study.storage import study_settings
 from tasks.errors import LLLError
 
@@ -48,39 +49,41 @@ def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return sorted(front, key=lambda t: -t.user_attrs["acc"])
 
 
-def run_command(settings: dict[str, Any], best: dict[str, Any], seeds: list[int]) -> str:
+RERUN_FLAGS = {
+    "epochs": "--epochs",
+    "optimizer": "--optimizer",
+    "lr": "--lr",
+    "momentum": "--momentum",
+    "batch_size": "--batch-size",
+    "init": "--init",
+    "heads": "--heads",
+    "model": "--model",
+}
+
+
+def run_command(settings: StudySettings, best: dict[str, Any], seeds: list[int]) -> str:
     """The `lll run` command line that re-trains the recommended order on the study's seeds: it
     prints the exported seed-mean ACC/BWT exactly (per-seed R are the same bit for bit)."""
-    args = ["lll", "run", "--pool", settings["pool"], "--order", ",".join(best["order"])]
+    args = ["lll", "run", "--pool", settings.pool, "--order", ",".join(best["order"])]
     args += ["--strategy", best["strategy"], "--seeds", ",".join(map(str, seeds))]
     if best.get("lambda") is not None:
         args += ["--lambda", repr(float(best["lambda"]))]
-    for k, v in (settings.get("options", {}).get(best["strategy"], {}) or {}).items():
+    for k, v in settings.strategy_options(best["strategy"]).items():
         args += ["--option", f"{k}={v}"]
-    train = settings.get("train", {})
-    flags = {
-        "epochs": "--epochs",
-        "optimizer": "--optimizer",
-        "lr": "--lr",
-        "momentum": "--momentum",
-        "batch_size": "--batch-size",
-        "init": "--init",
-        "heads": "--heads",
-        "model": "--model",
-    }
-    for key, flag in flags.items():
-        if train.get(key) is not None:
-            args += [flag, str(train[key])]
-    if train.get("hidden") is not None:
-        args += ["--hidden", ",".join(map(str, train["hidden"]))]
-    args += ["--clip", str(train.get("clip") or 0)]
-    for key, flag in (
-        ("train_per_task", "--train-per-task"),
-        ("test_per_task", "--test-per-task"),
-        ("data_dir", "--data-dir"),
+    train = settings.train
+    for key, flag in RERUN_FLAGS.items():
+        if getattr(train, key) is not None:
+            args += [flag, str(getattr(train, key))]
+    if train.hidden is not None:
+        args += ["--hidden", ",".join(map(str, train.hidden))]
+    args += ["--clip", str(train.clip or 0)]
+    for value, flag in (
+        (settings.train_per_task, "--train-per-task"),
+        (settings.test_per_task, "--test-per-task"),
+        (settings.data_dir, "--data-dir"),
     ):
-        if settings.get(key) is not None:
-            args += [flag, str(settings[key])]
+        if value is not None:
+            args += [flag, str(value)]
     return shlex.join(args)
 
 
@@ -91,15 +94,15 @@ def recommendation(study: optuna.Study) -> dict[str, Any]:
     trials = complete_trials(study)
     if not trials:
         raise LLLError(f"study {study.study_name!r} has no finished trial yet; run or resume the search first")
-    objective = settings.get("objective", "acc")
+    objective = settings.objective
     key = "bwt" if objective == "bwt" else "acc"
     front = pareto_front(trials)
     pool = front if objective == "both" else trials
     ranked = sorted(pool, key=lambda t: -t.user_attrs[key])
     best_t = ranked[0]
     best = _row(best_t)
-    seeds = [int(s) for s in str(settings.get("seeds_list", settings.get("seed", 0))).split(",")]
-    n_seeds = int(settings.get("seeds", 1))
+    seeds = settings.seed_list
+    n_seeds = settings.seeds
 
     # How sure: the margin to the best *different ordering*, against the seed-to-seed spread.
     others = sorted((t for t in trials if t.user_attrs["order"] != best["order"]), key=lambda t: -t.user_attrs[key])
@@ -126,8 +129,8 @@ def recommendation(study: optuna.Study) -> dict[str, Any]:
         "params": {
             "lambda": best["lambda"],
             "seeds": seeds,
-            "options": (settings.get("options", {}) or {}).get(best["strategy"], {}),
-            "train": settings.get("train", {}),
+            "options": settings.strategy_options(best["strategy"]),
+            "train": settings.train.model_dump(mode="json"),
         },
         "acc": best["acc"],
         "bwt": best["bwt"],
@@ -139,8 +142,8 @@ def recommendation(study: optuna.Study) -> dict[str, Any]:
         "confidence": {"seeds": n_seeds, "runner_up": runner_up, "margin": margin, "note": note},
         "study": study.study_name,
         "objective": objective,
-        "pool": settings.get("pool"),
-        "pool_fingerprint": settings.get("pool_fingerprint"),
+        "pool": settings.pool,
+        "pool_fingerprint": settings.pool_fingerprint,
         "trials_complete": len(trials),
         "rerun": run_command(settings, best, seeds),
     }

@@ -26,6 +26,8 @@ from typing import Any
 from pipeline import tracking
 from pipeline.config import StrategyConfig, TrainConfig
 from pipeline.rmatrix import RMatrix
+from search.study.outcome import TrialOutcome
+from search.study.settings import StudySettings
 
 
 def ordering_params(
@@ -170,15 +172,15 @@ class Recorder:
 
 @dataclass
 class StudyContext:
-    """What every trial record of one search shares."""
+    """What every trial record of one search shares: the study, its parent run, its settings."""
 
     study: str
-    experiment: str
     parent_run_id: str | None
-    pool_name: str
-    pool_fingerprint: str
-    train: TrainConfig
-    checkpoints: str = "final"
+    settings: StudySettings
+
+    @property
+    def experiment(self) -> str:
+        return self.study  # one MLflow experiment per study
 
 
 def node_tags(node: dict[str, Any]) -> dict[str, str]:
@@ -190,50 +192,43 @@ def node_tags(node: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def trial_record(
-    ctx: StudyContext,
-    number: int,
-    order: tuple[str, ...],
-    strategy: StrategyConfig,
-    lam: float | None,
-    seeds: list[int],
-    rmats: list[RMatrix],
-    state: str,
-    status: str,
-    metrics: dict[str, float],
-    sizes: list[dict[str, int]] | None = None,
-    checkpoints: dict[int, list[bytes]] | None = None,
-    node: dict[str, Any] | None = None,
-    extra_tags: dict[str, str] | None = None,
-) -> RunRecord:
-    """One search trial as an MLflow run: R = the mean over seeds, per-seed R when several,
-    checkpoints under ``checkpoints/seed<s>/`` (``final.pt``, or ``after_task_<j>.pt`` for all)."""
-    tags = {"optuna_study": ctx.study, "optuna_trial_number": str(number), "lll.state": state}
-    tags.update(node_tags(node or {}))
-    tags.update(extra_tags or {})
-    params = ordering_params(ctx.pool_name, ctx.pool_fingerprint, order, strategy, lam, ctx.train, seeds[0], seeds)
-    params["optuna_trial_number"] = number
-    mean = RMatrix.mean(rmats) if rmats else None
-    series = size_series(sizes) if sizes else {}
-    if mean is not None:
-        series["running_acc"] = running_accuracy(mean)
+RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED", "interrupted": "KILLED"}
+
+
+def trial_record(ctx: StudyContext, o: TrialOutcome) -> RunRecord:
+    """THE MLflow run of a search trial, whichever way it ended: R = the mean over seeds (a pruned
+    trial's: of the tasks done), per-seed R when several, checkpoints under ``checkpoints/seed<s>/``
+    (``final.pt``, or ``after_task_<j>.pt`` for all), the reason of a failure as a tag."""
+    st = ctx.settings
+    tags = {"optuna_study": ctx.study, "optuna_trial_number": str(o.number), "lll.state": o.state}
+    tags.update(node_tags(o.node))
+    if o.state == "failed":
+        tags["fail_reason"] = o.reason[:5000]
+    seeds = list(o.seeds)
+    params = ordering_params(st.pool, st.pool_fingerprint, o.order, o.strategy, o.lam, st.train, seeds[0], seeds)
+    params["optuna_trial_number"] = o.number
+    series = size_series(o.sizes) if o.sizes else {}
+    if o.R is not None:
+        series["running_acc"] = running_accuracy(o.R)
     files: list[tuple[str, str, bytes]] = []
-    if len(rmats) > 1:
-        files += [("per_seed", f"R_seed{s}.json", r.to_json().encode()) for s, r in zip(seeds, rmats, strict=False)]
-    for s, blobs in (checkpoints or {}).items():
+    if len(o.per_seed) > 1:
+        files += [
+            ("per_seed", f"R_seed{s}.json", r.to_json().encode()) for s, r in zip(seeds, o.per_seed, strict=False)
+        ]
+    for s, blobs in (o.checkpoints or {}).items():
         for j, blob in enumerate(blobs):
-            name = "final.pt" if ctx.checkpoints == "final" else f"after_task_{j + 1}.pt"
+            name = "final.pt" if st.checkpoints == "final" else f"after_task_{j + 1}.pt"
             files.append((f"checkpoints/seed{s}", name, blob))
     return RunRecord(
         ctx.experiment,
-        f"trial {number}: {','.join(order)}",
+        f"trial {o.number}: {','.join(o.order)}",
         params,
         tags,
-        mean,
-        metrics,
+        o.R,
+        dict(o.metrics),
         series,
         files,
-        status,
+        RUN_STATUS[o.state],
         ctx.parent_run_id,
     )
 
@@ -296,7 +291,7 @@ def run_result_record(
 
 
 # ---- the search's parent run ------------------------------------------------------------------
-def open_parent_run(study: Any, settings: dict[str, Any], uri: str) -> str:
+def open_parent_run(study: Any, settings: StudySettings, uri: str) -> str:
     """The search's parent run (tag lll.kind=search, the study's settings as params), created once
     and continued (status RUNNING again) on --resume."""
     import json
@@ -306,7 +301,8 @@ def open_parent_run(study: Any, settings: dict[str, Any], uri: str) -> str:
         tracking.client(uri).update_run(parent, status="RUNNING")
         return parent
     parent = tracking.start_run(uri, study.study_name, f"search {study.study_name}", tags={"lll.kind": "search"})
-    params = {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in settings.items() if k != "pool_spec"}
+    stored = settings.to_user_attrs()
+    params = {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in stored.items() if k != "pool_spec"}
     tracking.log_ordering_run(uri, parent, None, params)
     study.set_user_attr("mlflow_parent_run_id", parent)
     return parent

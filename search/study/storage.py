@@ -1,22 +1,25 @@
 """The Optuna side of a search: storage, study creation/resume, and what a study remembers.
 
-A study stores its own settings (pool spec, strategies, objective, seeds, training config, where
-its MLflow runs live) as user attributes, so ``lll search --study NAME --resume``, ``lll export``
-and ``lll report`` need nothing but the study name and storage.
+A study stores its own settings (:class:`search.study.settings.StudySettings`: pool spec,
+strategies, objective, seeds, training config, where its MLflow runs live) as user attributes, so
+``lll search --study NAME --resume``, ``lll export`` and ``lll report`` need nothing but the study
+name and storage. Everything here uses Optuna's public API only.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import time
 import warnings
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.tracking import mask_url, sqlite_fast_commits
+from search.study.settings import StudySettings
 from tasks.errors import LLLError
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -101,21 +104,55 @@ def make_sampler(
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True, n_startup_trials=5)
 
 
-def _sampler_for(settings: dict[str, Any], seed: int) -> optuna.samplers.BaseSampler:
-    # studies made before --sampler existed ran TPE
-    kind, fixed = settings.get("sampler", "tpe"), settings.get("fixed_order") is not None
-    return make_sampler(settings.get("seed", seed), kind, settings.get("tasks"), fixed)
+def _sampler_for(settings: StudySettings) -> optuna.samplers.BaseSampler:
+    return make_sampler(settings.seed, settings.sampler, list(settings.tasks), settings.fixed_order is not None)
+
+
+PRUNE_QUANTILE = 0.25  # the bottom quarter
+
+
+class BottomQuarterPruner(optuna.pruners.BasePruner):
+    """Stop a trial whose value at its latest step is in the bottom quarter of the complete
+    trials' values at that same step: below their 25th percentile (maximising; above the 75th
+    when minimising). Never before ``startup`` trials are complete, never at a step below
+    ``warmup`` (step 0 is the first task alone).
+
+    Optuna's ``PercentilePruner(25)`` is not this: it *keeps* the top quarter (prunes below the
+    75th percentile) and judges a trial by its best value over all steps so far, while a running
+    accuracy falls as tasks are added, so its best is nearly always its first step."""
+
+    def __init__(self, startup: int = 8, warmup: int = 1, quantile: float = PRUNE_QUANTILE) -> None:
+        self.startup, self.warmup, self.quantile = startup, warmup, quantile
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.warmup:
+            return False
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(complete) < max(1, self.startup):
+            return False
+        others = [t.intermediate_values[step] for t in complete if step in t.intermediate_values]
+        others = [v for v in others if not math.isnan(v)]
+        value = trial.intermediate_values[step]
+        if math.isnan(value):
+            return True
+        if not others:
+            return False
+        if study.direction == optuna.study.StudyDirection.MINIMIZE:
+            return value > float(np.percentile(others, 100 * (1 - self.quantile)))
+        return value < float(np.percentile(others, 100 * self.quantile))
 
 
 def make_pruner(objective: str, enabled: bool, startup: int = 8) -> optuna.pruners.BasePruner:
-    """Stop clearly worse orderings: in the bottom quarter of all trials at the same step, once
-    ``startup`` trials have finished (and never after the first task alone)."""
+    """Stop clearly worse orderings: in the bottom quarter of the complete trials at the same step,
+    once ``startup`` trials are complete (and never after the first task alone)."""
     if objective == "both" or not enabled:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.PercentilePruner(25.0, n_startup_trials=startup, n_warmup_steps=1)
+    return BottomQuarterPruner(startup=startup, warmup=1)
 
 
-def load_study(name: str, storage: optuna.storages.RDBStorage, seed: int = 0) -> optuna.Study:
+def load_study(name: str, storage: optuna.storages.RDBStorage) -> optuna.Study:
+    """A study of this storage with its own sampler and pruner; its settings are validated now."""
     try:
         frozen = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -126,14 +163,12 @@ def load_study(name: str, storage: optuna.storages.RDBStorage, seed: int = 0) ->
     return optuna.load_study(
         study_name=name,
         storage=storage,
-        sampler=_sampler_for(settings, seed),
-        pruner=make_pruner(
-            settings.get("objective", "acc"), settings.get("prune", True), settings.get("prune_startup", 8)
-        ),
+        sampler=_sampler_for(settings),
+        pruner=make_pruner(settings.objective, settings.prune, settings.prune_startup),
     )
 
 
-def create_study(name: str, storage: optuna.storages.RDBStorage, settings: dict[str, Any]) -> optuna.Study:
+def create_study(name: str, storage: optuna.storages.RDBStorage, settings: StudySettings) -> optuna.Study:
     try:
         optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -143,48 +178,32 @@ def create_study(name: str, storage: optuna.storages.RDBStorage, settings: dict[
     study = optuna.create_study(
         study_name=name,
         storage=storage,
-        directions=directions(settings["objective"]),
-        sampler=_sampler_for(settings, settings["seed"]),
-        pruner=make_pruner(settings["objective"], settings["prune"], settings.get("prune_startup", 8)),
+        directions=directions(settings.objective),
+        sampler=_sampler_for(settings),
+        pruner=make_pruner(settings.objective, settings.prune, settings.prune_startup),
     )
-    for k, v in settings.items():
+    for k, v in settings.to_user_attrs().items():
         study.set_user_attr(k, v)
     return study
 
 
-def study_settings(study: optuna.Study) -> dict[str, Any]:
-    return dict(study.user_attrs)
+def study_settings(study: optuna.Study) -> StudySettings:
+    """The study's settings, typed and validated (one ``error:`` line when they cannot be read)."""
+    return StudySettings.from_user_attrs(study.user_attrs, study.study_name)
+
+
+def is_interrupted(t: FrozenTrial) -> bool:
+    """A failed trial that no driver finished: a killed search left it running and the resume told
+    it FAIL by number (no attributes), or the driver's time ran out before it started."""
+    return t.state == TrialState.FAIL and t.user_attrs.get("fail_reason", INTERRUPTED) == INTERRUPTED
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Trials that count against the budget: complete, pruned, or failed for a real reason."""
-
-    def counts(t: FrozenTrial) -> bool:
-        if t.state == TrialState.FAIL:
-            return t.user_attrs.get("fail_reason") != INTERRUPTED
-        return t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-
-    return [t for t in study.get_trials(deepcopy=False) if counts(t)]
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return [t for t in study.get_trials(deepcopy=False, states=done) if not is_interrupted(t)]
 
 
 def stale_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials left RUNNING or WAITING by a search that was killed."""
-    return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
-
-
-def mark_interrupted(study: optuna.Study, trial: FrozenTrial) -> None:
-    storage = study._storage
-    storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
-    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-
-
-def complete_from_record(study: optuna.Study, trial: FrozenTrial, values: list[float], attrs: dict) -> None:
-    """Finish a stale trial whose result was already recorded (in MLflow) before the kill."""
-    storage = study._storage
-    for k, v in attrs.items():
-        storage.set_trial_user_attr(trial._trial_id, k, v)
-    storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, values)
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)
+    """Trials left RUNNING by a search that was killed."""
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

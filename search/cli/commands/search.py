@@ -62,8 +62,9 @@ def search(
         bool, typer.Option(help="Measure the task-affinity graph first; try its best orderings first")
     ] = False,
     population: Annotated[
-        str, typer.Option(help="Task-trainings a worker runs at once as one stacked model (K), or auto")
-    ] = "auto",
+        str | None,
+        typer.Option(help="Task-trainings a worker trains at once as one stacked model (K), or auto [default: auto]"),
+    ] = None,
     sampler: Annotated[
         str | None, typer.Option(help="model (GP over orderings) | tpe | random [default: model; resume: stored]")
     ] = None,

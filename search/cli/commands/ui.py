@@ -34,15 +34,17 @@ def ui_store(study: str | None, storage: str, tracking_uri: str | None) -> str:
 
     uri = tracking_uri
     if study is not None and uri is None:
-        settings = open_study(study, storage).user_attrs
-        if settings.get("tracking_uri_masked"):
+        from search.study.storage import study_settings
+
+        settings = study_settings(open_study(study, storage))
+        if settings.tracking_uri_masked:
             raise LLLError(
-                f"study {study!r} logged to {settings.get('tracking_uri')}, which needs a password; "
+                f"study {study!r} logged to {settings.tracking_uri}, which needs a password; "
                 "pass it with --tracking-uri"
             )
-        if "tracking_uri" in settings and not settings["tracking_uri"]:
+        if not settings.tracking_uri:
             raise LLLError(f"study {study!r} was run without MLflow tracking; there are no runs to browse")
-        uri = settings.get("tracking_uri")
+        uri = settings.tracking_uri
     uri = uri or DEFAULT_TRACKING_URI
     db = sqlite_path(uri)
     if db is not None and not db.expanduser().is_file():
