@@ -172,7 +172,7 @@ def baseline(kind: str, look: Lookup, rep: int, budget: int) -> dict[int, tuple]
     return {b: max(seen[:b], key=lambda x: x[1])[0] for b in BUDGETS if b <= budget}
 
 
-def default(look: Lookup, rep: int, budget: int, plan: Racing, k: int) -> tuple[tuple, dict]:
+def default(look: Lookup, rep: int, budget: int, plan: Racing, k: int, pooled: bool = False) -> tuple[tuple, dict]:
     """The new default's recommendation after ``budget`` evaluations, validation included."""
     seeds = look.search[: plan.max_seeds]
     k = k if look.validation else 0
@@ -213,7 +213,18 @@ def default(look: Lookup, rep: int, budget: int, plan: Racing, k: int) -> tuple[
     score = {o: m for o, (m, _, _) in post.items()}
     if k:
         chosen = top_k(score, k)
-        pick = pick_validated({o: {s: look.acc(o, s) for s in look.validation} for o in chosen}, score)
+        validated = {o: {s: look.acc(o, s) for s in look.validation} for o in chosen}
+        if pooled:  # the validation seeds as more evidence: the posterior refitted with them
+            for o, v in validated.items():
+                results[o].update(v)
+                study.enqueue_trial(space.trial_params(list(o), "naive", None))
+                trial = study.ask()
+                space.suggest(trial)
+                tell(trial, o)
+            post = sampler.posterior(study, chosen)
+            pick = max(chosen, key=lambda o: post[o][0])
+        else:
+            pick = pick_validated(validated, score)
     else:
         pick = max(score, key=score.get)
     return pick, {"reevaluations": reevals, "orderings": len(results), "seeds_of_pick": len(results.get(pick, {}))}
@@ -242,7 +253,7 @@ def run_strategy(look: Lookup, args, plan: Racing) -> dict:
                     got[b].append(look.rank(picks[b]))
             else:
                 for b in args.budgets:
-                    pick, info = default(look, rep, b, plan, args.validate)
+                    pick, info = default(look, rep, b, plan, args.validate, args.pooled)
                     got[b].append(look.rank(pick))
                     extra.append({"budget": b, **info})
         for b in args.budgets:
@@ -252,8 +263,8 @@ def run_strategy(look: Lookup, args, plan: Racing) -> dict:
                 per[str(b)][kind]["clean"] = summary([r["clean"] for r in got[b]])
         if extra:
             per.setdefault("default_info", extra)
-        meds = {b: per[str(b)][kind]["median"] for b in args.budgets}
-        print(f"  {kind:<8s} median held-out rank {meds}  [{time.perf_counter() - t0:.0f} s]", flush=True)
+        meds = {b: [per[str(b)][kind][q] for q in ("q1", "median", "q3")] for b in args.budgets}
+        print(f"  {kind:<8s} held-out rank [q1, median, q3] {meds}  [{time.perf_counter() - t0:.0f} s]", flush=True)
     return per
 
 
@@ -267,8 +278,8 @@ def grid(look: Lookup, args) -> list[dict]:
             continue
         plan = Racing(seeds=n, max_seeds=min(args.max_seeds, len(look.search)), share=share, z=args.z)
         for b in args.budgets:
-            ranks = [look.rank(default(look, rep, b, plan, k)[0]) for rep in range(args.reps)]
-            row = {"seeds": n, "share": share, "validate": k, "budget": b}
+            ranks = [look.rank(default(look, rep, b, plan, k, args.pooled)[0]) for rep in range(args.reps)]
+            row = {"seeds": n, "share": share, "validate": k, "pooled": args.pooled, "budget": b}
             row.update(summary([r["heldout"] for r in ranks]))
             if "clean" in ranks[0]:
                 row["clean"] = summary([r["clean"] for r in ranks])
@@ -292,6 +303,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--share", type=float, default=0.2, help="the default: most share of B for re-evaluation")
     ap.add_argument("--z", type=float, default=1.0, help="the default: racing confidence bound")
     ap.add_argument("--validate", type=int, default=3, help="the default: K orderings validated")
+    ap.add_argument(
+        "--pooled", action="store_true", help="the default: pick by the posterior refitted with the validation seeds"
+    )
     ap.add_argument("--grid", action="store_true", help="measure the default's settings instead of the comparison")
     ap.add_argument("--grid-seeds", default="1,2")
     ap.add_argument("--grid-share", default="0,0.25")
@@ -321,7 +335,13 @@ def main(argv: list[str] | None = None) -> None:
     result: dict = {
         "truth": args.truth,
         "split": {"search": search, "validation": validation, "heldout": heldout},
-        "settings": {**plan.__dict__, "validate": args.validate, "reps": args.reps, "budgets": args.budgets},
+        "settings": {
+            **plan.__dict__,
+            "validate": args.validate,
+            "pooled": args.pooled,
+            "reps": args.reps,
+            "budgets": args.budgets,
+        },
         "per_strategy": {},
     }
     t_all = time.perf_counter()

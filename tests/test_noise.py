@@ -179,6 +179,8 @@ def test_a_challenger_gets_the_incumbents_seeds_only_while_it_can_win():
     # so the incumbent gets a fresh seed
     results[B][1] = 0.52
     assert next_reevaluation(results, score, plan, 0.02, seeds) == (A, 2)
+    # a pair being trained now is not asked again and counts towards max_seeds
+    assert next_reevaluation(results, score, plan, 0.02, seeds, busy={(A, 2)}) is None
     results[A][2] = 0.6
     assert next_reevaluation(results, score, plan, 0.02, seeds) is None  # A at max, no one can win
     # the incumbent is the best SCORE (posterior mean), not the best observed value

@@ -41,6 +41,7 @@ LENGTHS = (0.5, 2.0, 6.0)
 ENDS = (0.0, 0.3)
 GRAPH = (0.0, 1.0)
 NOISES = (0.01, 0.05, 0.15, 0.3, 0.5, 0.8)  # one seed's noise variance (standardised)
+NOISES_BEFORE = (0.01, 0.1, 0.4)  # the grid before issue 19 (``noise_aware=False`` reproduces that sampler)
 
 
 @dataclass
@@ -123,6 +124,7 @@ class PermutationGP:
         use_graph: bool = False,
         counts: np.ndarray | None = None,
         within: tuple[float, int] = (0.0, 0),
+        noises: tuple[float, ...] = NOISES,
     ) -> None:
         self.x = x
         y = np.asarray(y, dtype=np.float64)
@@ -130,7 +132,7 @@ class PermutationGP:
         self.z = (y - self.mu) / self.sd
         self.counts = np.ones(len(y)) if counts is None else np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
         self.within = (float(within[0]) / self.sd**2, int(within[1]))
-        grid = [Hyper(*h) for h in itertools.product(LENGTHS, ENDS, GRAPH if use_graph else (0.0,), NOISES)]
+        grid = [Hyper(*h) for h in itertools.product(LENGTHS, ENDS, GRAPH if use_graph else (0.0,), noises)]
         self._parts = kernel_parts(x, x)  # once per fit: the grid only recombines them
         self.hyper = hyper or max(grid, key=self.log_marginal)
         self._factor()

@@ -24,7 +24,7 @@ resumed after SIGKILL takes the same decisions, and a seed already trained is ne
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 Order = tuple[str, ...]
@@ -76,27 +76,39 @@ def incumbent(results: Results, score: Mapping[Order, float]) -> Order:
 
 
 def next_reevaluation(
-    results: Results, score: Mapping[Order, float], plan: Racing, noise_sd: float, seeds: Sequence[int]
+    results: Results,
+    score: Mapping[Order, float],
+    plan: Racing,
+    noise_sd: float,
+    seeds: Sequence[int],
+    busy: Collection[tuple[Order, int]] = (),
 ) -> tuple[Order, int] | None:
     """The (ordering, seed) to train next, or None when no re-evaluation is worth it.
 
     1. Challengers still in the race that lack one of the incumbent's seeds, best score first: the
        first gets the incumbent's first seed it lacks (a paired comparison grows one seed at a time).
     2. Else the incumbent gets its next seed, if it has fewer than ``plan.max_seeds``.
-    ``seeds``: the search's seeds in order (``plan.seed_list``)."""
+    ``seeds``: the search's seeds in order (``plan.seed_list``); ``busy``: (ordering, seed) pairs
+    being trained now (never asked twice; they count towards ``max_seeds``)."""
     if not results:
         return None
+    busy = set(busy)
+
+    def taken(order: Order) -> set[int]:
+        return set(results[order]) | {s for o, s in busy if o == order}
+
     inc = incumbent(results, score)
     inc_seeds = results[inc]
     for order in sorted(results, key=lambda o: -score.get(o, -math.inf)):
-        have = results[order]
+        have = taken(order)
         if order == inc or len(have) >= plan.max_seeds:
             continue
         missing = [s for s in seeds if s in inc_seeds and s not in have]
-        if missing and still_in_race(have, inc_seeds, noise_sd, plan.z):
+        if missing and still_in_race(results[order], inc_seeds, noise_sd, plan.z):
             return order, missing[0]
-    if len(inc_seeds) < plan.max_seeds:
-        fresh = [s for s in seeds if s not in inc_seeds]
+    have = taken(inc)
+    if len(have) < plan.max_seeds:
+        fresh = [s for s in seeds if s not in have]
         if fresh:
             return inc, fresh[0]
     return None

@@ -35,7 +35,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from search.orders.lehmer import code_to_order, order_to_code, param_names
-from search.propose.gp import PermutationGP, concat, encode, expected_improvement
+from search.propose.gp import NOISES, NOISES_BEFORE, PermutationGP, concat, encode, expected_improvement
 from search.propose.observations import fit_additive
 
 INTERRUPTED = "interrupted"
@@ -239,6 +239,7 @@ class PermutationSampler(optuna.samplers.BaseSampler):
                 use_graph=model is not None,
                 counts=n if self.noise_aware else None,
                 within=noise,
+                noises=NOISES if self.noise_aware else NOISES_BEFORE,
             )
             self._gp_cache = (key, fitted.gp)
         fitted.noise_sd = obs.noise_sd if obs.noise_sd is not None else fitted.gp.noise_sd
