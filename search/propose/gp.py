@@ -16,6 +16,14 @@ the third, present when an affinity graph exists, is a linear kernel on the grap
 standardised prediction z (``search/graph/model.py``), so the GP learns how far to trust it.
 Hyper-parameters (ℓ, w, g, noise) maximise the log marginal likelihood over a small grid; targets
 are standardised. Deterministic: no randomness anywhere.
+
+Noise (issue 19): an ordering's value is a seed mean, and ``noise`` is the variance of ONE seed's
+value (standardised units), so an ordering seen on n seeds enters with variance noise/n — one seed is
+not trusted like four. When orderings have several seeds, their spread about their own mean (the
+within-ordering sum of squares, after per-seed offsets: ``search/propose/observations.py``) is
+evidence about the noise too and enters the likelihood, exactly as fitting every seed's value would.
+Predictions are of the latent seed-mean value f (no noise added), so the incumbent is the best
+posterior mean rather than the luckiest observation.
 """
 
 from __future__ import annotations
@@ -32,7 +40,8 @@ from search.orders.moves import precedence
 LENGTHS = (0.5, 2.0, 6.0)
 ENDS = (0.0, 0.3)
 GRAPH = (0.0, 1.0)
-NOISES = (0.01, 0.1, 0.4)
+NOISES = (0.01, 0.05, 0.15, 0.3, 0.5, 0.8)  # one seed's noise variance (standardised)
+NOISES_BEFORE = (0.01, 0.1, 0.4)  # the grid before issue 19 (``noise_aware=False`` reproduces that sampler)
 
 
 @dataclass
@@ -70,44 +79,85 @@ class Hyper:
     noise: float
 
 
-def kernel(a: Encoded, b: Encoded, h: Hyper) -> np.ndarray:
+def kernel_parts(a: Encoded, b: Encoded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the kernel combines, independent of the hyper-parameters: (n_d / P, ends, graph product)."""
     p = a.prec.shape[1]
-    if p:
-        nd = (p - a.prec @ b.prec.T) / 2.0
-        mallows = np.exp(-h.length * nd / p)
-    else:
-        mallows = np.ones((len(a.first), len(b.first)))
-    # first task, and the tail: positions weighted 1/2, 1/4, ... from the last one back
-    tail = (a.perm[:, None, :] == b.perm[None, :, :]) @ TAIL_W[a.perm.shape[1]]
-    ends = 0.5 * (a.first[:, None] == b.first[None, :]) + 0.5 * tail
-    k = (1.0 - h.ends) * mallows + h.ends * ends
-    return k + h.graph * np.outer(a.graph, b.graph)
+    nd = (p - a.prec @ b.prec.T) / (2.0 * p) if p else np.zeros((len(a.first), len(b.first)))
+    # first task, and the tail: positions weighted 1/2, 1/4, ... from the last one back, as products
+    # of one-hot (position, task) codes: [a_p = b_p] summed over p is a matrix product
+    t = a.perm.shape[1]
+    oa, ob = _onehot(a.perm), _onehot(b.perm)
+    first = oa[:, :t] @ ob[:, :t].T
+    tail = (oa * np.repeat(TAIL_W[t], t)) @ ob.T
+    return nd, 0.5 * first + 0.5 * tail, np.outer(a.graph, b.graph)
+
+
+def _onehot(perm: np.ndarray) -> np.ndarray:
+    """(m, T·T) with a 1 at position·T + task."""
+    m, t = perm.shape
+    out = np.zeros((m, t * t))
+    out[np.arange(m)[:, None], np.arange(t)[None, :] * t + perm] = 1.0
+    return out
+
+
+def combine(parts: tuple[np.ndarray, np.ndarray, np.ndarray], h: Hyper) -> np.ndarray:
+    nd, ends, graph = parts
+    return (1.0 - h.ends) * np.exp(-h.length * nd) + h.ends * ends + h.graph * graph
+
+
+def kernel(a: Encoded, b: Encoded, h: Hyper) -> np.ndarray:
+    return combine(kernel_parts(a, b), h)
 
 
 class PermutationGP:
-    """Fit on (encoded orderings, values); predict mean and standard deviation in value units."""
+    """Fit on (encoded orderings, seed-mean values); predict the latent mean's posterior mean and
+    standard deviation in value units.
 
-    def __init__(self, x: Encoded, y: np.ndarray, hyper: Hyper | None = None, use_graph: bool = False) -> None:
+    ``counts``: seeds behind each value (default 1); ``within``: (sum of squared deviations of single
+    seeds about their ordering's mean, its degrees of freedom), in value units."""
+
+    def __init__(
+        self,
+        x: Encoded,
+        y: np.ndarray,
+        hyper: Hyper | None = None,
+        use_graph: bool = False,
+        counts: np.ndarray | None = None,
+        within: tuple[float, int] = (0.0, 0),
+        noises: tuple[float, ...] = NOISES,
+    ) -> None:
         self.x = x
         y = np.asarray(y, dtype=np.float64)
         self.mu, self.sd = float(y.mean()), float(y.std()) or 1.0
         self.z = (y - self.mu) / self.sd
-        grid = [Hyper(*h) for h in itertools.product(LENGTHS, ENDS, GRAPH if use_graph else (0.0,), NOISES)]
+        self.counts = np.ones(len(y)) if counts is None else np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
+        self.within = (float(within[0]) / self.sd**2, int(within[1]))
+        grid = [Hyper(*h) for h in itertools.product(LENGTHS, ENDS, GRAPH if use_graph else (0.0,), noises)]
+        self._parts = kernel_parts(x, x)  # once per fit: the grid only recombines them
         self.hyper = hyper or max(grid, key=self.log_marginal)
         self._factor()
 
+    @property
+    def noise_sd(self) -> float:
+        """One seed's noise standard deviation, in value units (what the GP learned)."""
+        return float(np.sqrt(self.hyper.noise) * self.sd)
+
     def log_marginal(self, h: Hyper) -> float:
-        k = kernel(self.x, self.x, h) + h.noise * np.eye(len(self.z))
+        k = combine(self._parts, h) + np.diag(h.noise / self.counts)
         try:
             c = cho_factor(k, lower=True)
         except np.linalg.LinAlgError:
             return -np.inf
         alpha = cho_solve(c, self.z)
-        return float(-0.5 * self.z @ alpha - np.log(np.diag(c[0])).sum())
+        ss, dof = self.within  # the seeds' spread about their own means: evidence about the noise alone
+        return float(-0.5 * self.z @ alpha - np.log(np.diag(c[0])).sum() - 0.5 * (ss / h.noise + dof * np.log(h.noise)))
 
     def _factor(self) -> None:
         h = self.hyper
-        k = kernel(self.x, self.x, h) + (h.noise + 1e-9) * np.eye(len(self.z))
+        parts = self._parts
+        k = (combine(parts, h) if parts is not None else kernel(self.x, self.x, h)) + np.diag(
+            h.noise / self.counts + 1e-9
+        )
         c = cho_factor(k, lower=True)
         self._alpha = cho_solve(c, self.z)
         self._kinv = cho_solve(c, np.eye(len(self.z)))  # once per fit: predictions need no solve
@@ -119,12 +169,13 @@ class PermutationGP:
         var = np.maximum(prior - ((ks @ self._kinv) * ks).sum(axis=1), 1e-12)
         return self.mu + self.sd * mean, self.sd * np.sqrt(var)
 
-    def with_data(self, x: Encoded, y: np.ndarray) -> PermutationGP:
+    def with_data(self, x: Encoded, y: np.ndarray, counts: np.ndarray | None = None) -> PermutationGP:
         """The same hyper-parameters on other data (the constant liar's refit)."""
         gp = PermutationGP.__new__(PermutationGP)
-        gp.x, gp.hyper = x, self.hyper
-        gp.mu, gp.sd = self.mu, self.sd
+        gp.x, gp.hyper, gp._parts = x, self.hyper, None
+        gp.mu, gp.sd, gp.within = self.mu, self.sd, self.within
         gp.z = (np.asarray(y, dtype=np.float64) - self.mu) / self.sd
+        gp.counts = np.ones(len(gp.z)) if counts is None else np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
         gp._factor()
         return gp
 

@@ -14,6 +14,12 @@ unchanged. Parallel workers get different proposals: trials still running or wai
 enter the GP with their posterior mean as value (constant liar / kriging believer), and no ordering
 already finished, failed or pending is proposed again. The first ``n_startup`` orderings are random
 (distinct). Pruned trials count as the worst complete value. Single objective only.
+
+Noise (issue 19): an ordering's value is its seed mean, adjusted for per-seed offsets; the GP's
+noise term is one seed's variance, divided by each ordering's seed count, and learned from the
+marginal likelihood together with the seeds' spread. Expected improvement is over the best posterior
+mean, and :meth:`PermutationSampler.posterior` gives the posterior mean and sd of any orderings, what
+the recommendation and the validation rank by.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from search.orders.lehmer import code_to_order, order_to_code, param_names
-from search.propose.gp import PermutationGP, concat, encode, expected_improvement
+from search.propose.gp import NOISES, NOISES_BEFORE, PermutationGP, concat, encode, expected_improvement
+from search.propose.observations import fit_additive
 
 INTERRUPTED = "interrupted"  # fail reason of an interrupted trial (a FAIL trial without one was interrupted too)
 N_STARTUP = 5
@@ -44,11 +51,19 @@ class PermutationSampler(optuna.samplers.BaseSampler):
         n_startup: int = N_STARTUP,
         use_graph: bool = True,
         independent: optuna.samplers.BaseSampler | None = None,
+        incumbent: str = "posterior",
+        noise_aware: bool = True,
     ) -> None:
+        """``incumbent``: "posterior" (the best posterior mean, issue 19) or "observed" (the best
+        observed value, as before); ``noise_aware``: seed counts and the seeds' spread enter the GP's
+        noise (False: one homoscedastic noise term, as before)."""
         self.tasks = list(tasks)
         self.seed = seed
         self.n_startup = n_startup
         self.use_graph = use_graph
+        self.incumbent = incumbent
+        self.noise_aware = noise_aware
+        self._gp_cache: tuple | None = None
         self.names = param_names(len(self.tasks))
         self._independent = independent or optuna.samplers.TPESampler(seed=seed, constant_liar=True)
         self._graph_key: Any = None
@@ -100,13 +115,26 @@ class PermutationSampler(optuna.samplers.BaseSampler):
         return tuple(order) if order and sorted(order) == sorted(self.tasks) else None
 
     def history(self, study: optuna.Study, current: int | None = None):
-        """(finished {order: value, maximised}, pending orders, orders never to propose again).
+        """(finished {order: seed-adjusted mean value, maximised}, pending orders, orders never to
+        propose again). See :meth:`observations`."""
+        obs, pending, blocked = self.observations(study, current)
+        return (obs.as_dict() if obs else {}), pending, blocked
 
-        In a study over several strategies each value is taken relative to its strategy's mean
-        (ACC(order, s) ≈ μ_s + f(order)): otherwise the gap between strategies, several points,
-        would drown the ordering's effect the GP has to learn."""
+    def observations(self, study: optuna.Study, current: int | None = None):
+        """(:class:`Observations` of the finished orderings or None, pending orders, blocked orders).
+
+        Each finished trial gives one value per seed: its user attribute ``seed_values``
+        ({seed: objective value}) when the search records it — a re-evaluated ordering has several
+        trials, whose seeds are merged — else its value, counted as ``n_seeds`` seeds (user
+        attribute, default 1). Values are fitted as ordering + (strategy, seed) offset
+        (``search/propose/observations.py``): in a study over several strategies each value is then
+        taken relative to its strategy (ACC(order, s) ≈ μ_s + f(order)), otherwise the gap between
+        strategies, several points, would drown the ordering's effect the GP has to learn; and a
+        seed that is bad for every ordering does not make the orderings it was used on look bad.
+        Pruned orderings count as one seed at the worst finished value."""
         sign = -1.0 if study.direction == StudyDirection.MINIMIZE else 1.0
-        seen: list[tuple[tuple[str, ...], Any, float]] = []
+        values: dict[tuple[str, ...], dict[Any, float]] = {}
+        n_seeds: dict[Any, int] = {}
         pruned, pending, blocked = set(), set(), set()
         for t in study.get_trials(deepcopy=False):
             if t.number == current:
@@ -115,28 +143,36 @@ class PermutationSampler(optuna.samplers.BaseSampler):
             if order is None:
                 continue
             if t.state == TrialState.COMPLETE and t.values:
-                seen.append((order, t.params.get("strategy"), sign * t.values[0]))
+                strategy = t.params.get("strategy")
+                per_seed = t.user_attrs.get("seed_values")
+                got = values.setdefault(order, {})
+                if per_seed:
+                    got.update({(strategy, int(s)): sign * float(v) for s, v in per_seed.items()})
+                else:  # the search's same seeds for every trial: one block per strategy
+                    k = n_seeds.get((order, strategy), 0)
+                    prev = got.get((strategy, "seed mean"), 0.0)
+                    got[(strategy, "seed mean")] = (prev * k + sign * t.values[0]) / (k + 1)
+                    n_seeds[(order, strategy)] = k + 1
+                    n_seeds[order] = n_seeds.get(order, 0) + int(t.user_attrs.get("n_seeds", 1))
             elif t.state == TrialState.PRUNED:
                 pruned.add(order)
             elif t.state in (TrialState.RUNNING, TrialState.WAITING):
                 pending.add(order)
             elif t.state == TrialState.FAIL and t.user_attrs.get("fail_reason", INTERRUPTED) != INTERRUPTED:
                 blocked.add(order)
-        by_strategy: dict[Any, list[float]] = {}
-        for _, strategy, v in seen:
-            by_strategy.setdefault(strategy, []).append(v)
-        centre = {k: float(np.mean(v)) if len(by_strategy) > 1 else 0.0 for k, v in by_strategy.items()}
-        values: dict[tuple[str, ...], list[float]] = {}
-        for order, strategy, v in seen:
-            values.setdefault(order, []).append(v - centre[strategy])
-        finished = {o: float(np.mean(v)) for o, v in values.items()}
-        if finished:
-            worst = min(finished.values())
-            for o in pruned - set(finished):
-                finished[o] = worst
-        else:
-            blocked |= pruned
-        return finished, pending - set(finished), blocked | set(finished) | pending
+        if not values:
+            return None, pending, blocked | pruned | pending
+        obs = fit_additive(values)
+        for i, o in enumerate(obs.orders):
+            obs.count[i] = max(obs.count[i], n_seeds.get(o, 0))
+        extra = sorted(pruned - set(values))
+        if extra:
+            worst = float(obs.mean.min())
+            obs.orders += extra
+            obs.mean = np.concatenate([obs.mean, np.full(len(extra), worst)])
+            obs.count = np.concatenate([obs.count, np.ones(len(extra))])
+        finished = set(obs.orders)
+        return obs, pending - finished, blocked | finished | pending
 
     # ---- the graph model's prediction, when the study measured a graph ------------------------
     def _graph_model(self, study: optuna.Study, finished: dict[tuple[str, ...], float]):
@@ -173,40 +209,71 @@ class PermutationSampler(optuna.samplers.BaseSampler):
                 return order
         return order  # every ordering tried: a repeat is all that is left
 
-    def propose(self, study: optuna.Study, number: int | None = None) -> list[str]:
-        finished, pending, blocked = self.history(study, number)
-        rng = np.random.default_rng([self.seed, number or 0])
-        if len(finished) < self.n_startup:
-            self.last_info = {"how": "random start-up"}
-            return self._random(rng, blocked)
+    def fit(self, study: optuna.Study, number: int | None = None, got: tuple | None = None) -> Fitted | None:
+        """The GP on the study's finished orderings (None before any finished); ``got``: what
+        :meth:`observations` returned, when the caller has it."""
+        obs, pending, blocked = got or self.observations(study, number)
+        if obs is None:
+            return None
+        finished = obs.as_dict()
         model = self._graph_model(study, finished)
-        orders = list(finished)
-        y = np.array([finished[o] for o in orders])
+        orders, y, n = list(obs.orders), obs.mean.copy(), obs.count.copy()
         if len(orders) > MAX_POINTS:
             by_value = np.argsort(-y, kind="stable")[: MAX_POINTS // 2]
             recent = np.arange(len(orders))[-MAX_POINTS // 2 :]
             keep = sorted(set(by_value.tolist()) | set(recent.tolist()))
-            orders, y = [orders[i] for i in keep], y[keep]
+            orders, y, n = [orders[i] for i in keep], y[keep], n[keep]
         perms = np.array([self._perm(o) for o in orders])
-
-        def graph_z(p: np.ndarray) -> np.ndarray | None:
-            if model is None:
-                return None
-            return (model.predict_perms(p) - g_mu) / g_sd
-
+        scale = None
         if model is not None:
             ref = model.predict_perms(perms)
-            g_mu, g_sd = float(ref.mean()), float(ref.std()) or 1.0
-        gp = PermutationGP(encode(perms, graph_z(perms)), y, use_graph=model is not None)
-        if pending:
-            pp = np.array([self._perm(o) for o in sorted(pending)])
-            xp = encode(pp, graph_z(pp))
+            scale = (float(ref.mean()), float(ref.std()) or 1.0)
+        fitted = Fitted(self, model, scale, orders, perms, y, n, pending, blocked)
+        noise = (obs.ss_within, obs.dof_within) if self.noise_aware else (0.0, 0)
+        key = (study._study_id, tuple(orders), y.tobytes(), n.tobytes(), noise, self._graph_key if model else None)
+        if self._gp_cache is not None and self._gp_cache[0] == key:  # the same data: the same fit
+            fitted.gp = self._gp_cache[1]
+        else:
+            fitted.gp = PermutationGP(
+                encode(perms, fitted.graph_z(perms)),
+                y,
+                use_graph=model is not None,
+                counts=n if self.noise_aware else None,
+                within=noise,
+                noises=NOISES if self.noise_aware else NOISES_BEFORE,
+            )
+            self._gp_cache = (key, fitted.gp)
+        fitted.noise_sd = obs.noise_sd if obs.noise_sd is not None else fitted.gp.noise_sd
+        return fitted
+
+    def posterior(self, study: optuna.Study, orders: Sequence[Sequence[str]] | None = None) -> dict:
+        """{order: (posterior mean, posterior sd, seeds)} of ``orders`` (default: every finished one),
+        in the objective's units and direction (values relative to the strategy when several).
+        What the recommendation and the validation rank by: the best posterior mean, not the best
+        observed value, which is the one most inflated by selection."""
+        fitted = self.fit(study)
+        if fitted is None:
+            return {}
+        return fitted.posterior(orders, -1.0 if study.direction == StudyDirection.MINIMIZE else 1.0)
+
+    def propose(self, study: optuna.Study, number: int | None = None) -> list[str]:
+        got = self.observations(study, number)
+        rng = np.random.default_rng([self.seed, number or 0])
+        if got[0] is None or len(got[0].orders) < self.n_startup:
+            self.last_info = {"how": "random start-up"}
+            return self._random(rng, got[2])
+        fitted = self.fit(study, number, got)
+        gp, y, perms, model = fitted.gp, fitted.y, fitted.perms, fitted.model
+        # the incumbent: the best posterior mean (noise-aware), or today's best observed value
+        best = float(gp.predict(gp.x)[0].max()) if self.incumbent == "posterior" else float(y.max())
+        if fitted.pending:
+            pp = np.array([self._perm(o) for o in sorted(fitted.pending)])
+            xp = encode(pp, fitted.graph_z(pp))
             lie, _ = gp.predict(xp)
-            gp = gp.with_data(concat(gp.x, xp), np.concatenate([y, lie]))
-        best = float(y.max())
+            gp = gp.with_data(concat(gp.x, xp), np.concatenate([y, lie]), np.concatenate([fitted.n, np.ones(len(pp))]))
 
         def score(p: np.ndarray) -> np.ndarray:
-            mean, std = gp.predict(encode(p, graph_z(p)))
+            mean, std = gp.predict(encode(p, fitted.graph_z(p)))
             return expected_improvement(mean, std, best)
 
         from search.orders.moves import local_search
@@ -215,11 +282,37 @@ class PermutationSampler(optuna.samplers.BaseSampler):
         starts = [perms[i] for i in top] + [rng.permutation(len(self.tasks)) for _ in range(5)]
         if model is not None:
             starts += [model.index([o])[0] for o in self._graph_top]
-        excl = {tuple(int(i) for i in self._perm(o)) for o in blocked}
+        excl = {tuple(int(i) for i in self._perm(o)) for o in fitted.blocked}
         found = local_search(score, starts, k=1, exclude=excl)
         if not found:
             self.last_info = {"how": "random (neighbourhoods exhausted)"}
-            return self._random(rng, blocked)
+            return self._random(rng, fitted.blocked)
         perm, ei = found[0]
         self.last_info = {"how": "expected improvement", "ei": ei, "hyper": gp.hyper, "n": len(y)}
         return [self.tasks[i] for i in perm]
+
+
+class Fitted:
+    """A GP fitted to a study's finished orderings, with what proposing and ranking need."""
+
+    def __init__(self, sampler, model, scale, orders, perms, y, n, pending, blocked) -> None:
+        self.sampler, self.model, self.scale = sampler, model, scale
+        self.orders, self.perms, self.y, self.n = orders, perms, y, n
+        self.pending, self.blocked = pending, blocked
+        self.gp: PermutationGP | None = None
+        self.noise_sd = 0.0
+
+    def graph_z(self, p: np.ndarray) -> np.ndarray | None:
+        """The graph model's standardised prediction (the GP's graph feature), or None."""
+        if self.model is None:
+            return None
+        return (self.model.predict_perms(p) - self.scale[0]) / self.scale[1]
+
+    def posterior(self, orders: Sequence[Sequence[str]] | None = None, sign: float = 1.0) -> dict:
+        orders = [tuple(o) for o in (self.orders if orders is None else orders)]
+        if not orders:
+            return {}
+        p = np.array([self.sampler._perm(o) for o in orders])
+        mean, sd = self.gp.predict(encode(p, self.graph_z(p)))
+        seen = dict(zip(self.orders, self.n, strict=True))
+        return {o: (float(sign * m), float(s), int(seen.get(o, 0))) for o, m, s in zip(orders, mean, sd, strict=True)}
