@@ -7,18 +7,24 @@ from typing import Annotated
 
 import typer
 
+from search.cli.choices import one_of
 from search.cli.commands.common import err, out
 
 
 def affinity(
-    pool: Annotated[str | None, typer.Option(help="Pool name or YAML file [default: mixed-mnist]")] = None,
+    pool: Annotated[str | None, typer.Option(help="Pool ({pools}) or YAML file [default: mixed-mnist]")] = None,
     study: Annotated[str | None, typer.Option(help="Take pool/settings from this study; harvest its trials")] = None,
     storage: Annotated[str, typer.Option(help="Optuna storage URL (with --study)")] = "sqlite:///optuna.db",
     out_path: Annotated[Path, typer.Option("--out", help="GraphML file (a PNG is written beside it)")] = Path(
         "affinity.graphml"
     ),
     recommend: Annotated[bool, typer.Option(help="Print the best-scoring ordering and its score")] = False,
-    strategy: Annotated[str | None, typer.Option(help="Strategy to measure with [default: naive / study's]")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            parser=one_of("strategies", "strategy"), help="Measure with: {strategies} [default: naive / study's]"
+        ),
+    ] = None,
     seeds: Annotated[int | None, typer.Option(help="Seeds to measure [default: 1 / the study's]")] = None,
     seed: Annotated[int | None, typer.Option(help="First seed [default: 0 / the study's]")] = None,
     workers: Annotated[int | None, typer.Option(help="Ray worker actors [default: one per CPU]")] = None,
@@ -32,18 +38,17 @@ def affinity(
         str, typer.Option(help="Task-trainings a worker runs at once as one stacked model (K), or auto")
     ] = "auto",
     rule: Annotated[
-        str | None, typer.Option(help="With --recommend: periphery-to-core | max-path | greedy instead of the model")
+        str | None,
+        typer.Option(parser=one_of("rules", "--rule"), help="With --recommend: {rules} instead of the graph model"),
     ] = None,
 ) -> None:
     """Measure how tasks help (transfer) or hurt (interference) each other; write the task-affinity
     graph as GraphML + PNG; with --recommend, the ordering the graph scores best."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from search.graph.rules import check_rule
     from search.study.affinity_runs import AffinityRequest, prepare_affinity, run_affinity, summary_lines
 
-    if rule is not None:
-        check_rule(rule)
+    if rule is not None:  # a known rule: --rule's parser checked it
         recommend = True
 
     req = AffinityRequest(
