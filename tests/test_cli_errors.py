@@ -14,7 +14,8 @@ import pytest
 import torch
 from helpers import lll, pool_workdir, tiny_pool_yaml
 
-GPU_CASES = ("run --device cuda", "search --gpus-per-worker")  # errors only where no GPU is visible
+# errors only where no GPU is visible
+GPU_CASES = ("run --device cuda", "search --gpus-per-worker", "search --device cuda")
 HAS_GPU = torch.cuda.is_available()
 
 CASES: dict[str, tuple[list[str], str]] = {
@@ -25,6 +26,10 @@ CASES: dict[str, tuple[list[str], str]] = {
     "search --gpus-per-worker": (
         ["search", "--pool", "pool.yaml", "--gpus-per-worker", "0.5", "--study", "gpu"],
         "--gpus-per-worker 0.5 but this machine has 0 GPUs",
+    ),
+    "search --device cuda": (
+        ["search", "--pool", "pool.yaml", "--device", "cuda", "--study", "gpu"],
+        "device 'cuda' asked for but no CUDA GPU is visible; use --device cpu",
     ),
     "export": (["export", "--study", "nope"], "no study named 'nope'"),
     "report": (["report", "--study", "nope", "--out", "rep"], "no study named 'nope'"),

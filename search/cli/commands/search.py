@@ -69,6 +69,9 @@ def search(
     model: Annotated[
         str | None, typer.Option(help="{models} | module:function [default: the pool's, else mlp]")
     ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Where workers train: auto | cpu | cuda | cuda:N [default: auto]")
+    ] = None,
     train_per_task: Annotated[int | None, typer.Option(help="Training images per task")] = None,
     test_per_task: Annotated[int | None, typer.Option(help="Test images per task")] = None,
     data_dir: Annotated[str | None, typer.Option(help="MNIST IDX folder (full MNIST)")] = None,
@@ -107,10 +110,15 @@ def search(
         optimizer=optimizer,
         batch_size=batch_size,
         heads=heads,
+        device=device,
     )
     from pipeline.config import TrainConfig
 
     validated(TrainConfig, train, "settings")
+    if device is not None and not ray_address:  # local workers see this machine's GPUs
+        from pipeline.train import pick_device
+
+        pick_device(device)
     if not resume:  # a new study starts from the pool's training defaults; flags override them
         from search.cli.commands.run import pool_train_defaults
 
