@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+BUILTIN_MODELS = ("mlp", "cnn", "memn2n")  # built by pipeline/models.py; any other model is module:function
 MODEL_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -31,9 +32,9 @@ class TrainConfig(BaseModel):
     @field_validator("model")
     @classmethod
     def _model_name(cls, v: str | None) -> str | None:
-        if v is None or v in ("mlp", "cnn", "memn2n") or MODEL_REF.match(v):
+        if v is None or v in BUILTIN_MODELS or MODEL_REF.match(v):
             return v
-        raise ValueError(f"unknown model {v!r}; use mlp, cnn, memn2n or module:function (your own factory)")
+        raise ValueError(f"unknown model {v!r}; use {', '.join(BUILTIN_MODELS)} or module:function (your own factory)")
 
 
 class StrategyConfig(BaseModel):

@@ -18,11 +18,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pipeline.config import BUILTIN_MODELS  # the model registry: pipeline/config.py validates the names
 from pipeline.growing_head import GrowingHead
 from pipeline.text_models import build_memn2n, memn2n_for_pool
 from tasks.errors import LLLError
-
-BUILTIN_MODELS = ("mlp", "cnn", "memn2n")
 
 
 class MLP(nn.Module):

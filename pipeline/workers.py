@@ -74,14 +74,15 @@ class TrialWorker:
         self.keep: str = "final"
 
     def info(self) -> dict[str, Any]:
-        """Where this worker runs: Ray node id and IP, host, pid, device."""
-        node_id, node_ip = "local", "127.0.0.1"
+        """Where this worker runs: Ray node id and IP, host, pid, device, and the GPU share Ray gave it."""
+        node_id, node_ip, gpus = "local", "127.0.0.1", 0.0
         try:
             import ray
 
             if ray.is_initialized():
                 node_id = ray.get_runtime_context().get_node_id()
                 node_ip = ray.util.get_node_ip_address()
+                gpus = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
         except Exception:  # outside Ray (tests call the class directly)
             pass
         return {
@@ -92,6 +93,7 @@ class TrialWorker:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "device": self.device.type,
+            "gpus": gpus,  # --gpus-per-worker as Ray assigned it to this actor
             "pool_fingerprint": self.pool.fingerprint(),
             "pool_from_cache": self.pool_from_cache,
         }

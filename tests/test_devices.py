@@ -1,9 +1,11 @@
 """Device selection: the device training runs on, the device a worker reports, and the GPU checks.
 
-This machine has no GPU and a CPU build of torch. The GPU side is tested only where that is honest:
-the selection logic with ``torch.cuda.is_available`` / ``device_count`` patched, and nothing is ever
-moved to the pretended GPU. The one-line CLI errors for ``--device cuda`` and ``--gpus-per-worker``
-without a GPU run the real ``lll`` in tests/test_cli_errors.py.
+Tests that describe a machine without a GPU skip on a GPU host, and those that need one skip
+elsewhere. Without a GPU the GPU side is tested only where that is honest: the selection logic
+with ``torch.cuda.is_available`` / ``device_count`` patched, and nothing is ever moved to the
+pretended GPU. The one-line CLI errors for ``--device cuda`` and ``--gpus-per-worker`` without a
+GPU run the real ``lll`` in tests/test_cli_errors.py; that the flags reach the Ray actors is
+tests/test_worker_resources.py.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 
 from pipeline.config import StrategyConfig, TrainConfig
 from pipeline.train import pick_device
+from pipeline.units import Unit
 from pipeline.workers import TrialWorker
 from search.study.cluster import check_gpus
 from tasks.errors import LLLError
@@ -39,8 +42,25 @@ def visible_gpus(monkeypatch):
     return set_gpus
 
 
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="describes a machine without a GPU; this one has one")
+ON_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def train_one(worker: TrialWorker, device: str = "auto") -> dict:
+    """One real task-training on ``worker``, as the scheduler sends it."""
+    unit = Unit(
+        ("rot90",),
+        StrategyConfig(name="naive").model_dump_json(),
+        TrainConfig(epochs=1, hidden=(8,), device=device).model_dump_json(),
+        0,
+    )
+    (res,) = worker.train_units([unit])
+    assert res["error"] is None and len(res["rows"]) == 2, res["error"]
+    return res
+
+
+@NO_GPU
 def test_pick_device_without_a_gpu() -> None:
-    assert not torch.cuda.is_available(), "this test describes a machine without a GPU"
     assert pick_device("auto") == torch.device("cpu") == pick_device("cpu")
     for setting in ("cuda", "cuda:0", "cuda:1"):
         with pytest.raises(LLLError, match="no CUDA GPU is visible; use --device cpu"):
@@ -57,18 +77,28 @@ def test_pick_device_with_a_visible_gpu(visible_gpus) -> None:
     assert pick_device("cpu") == torch.device("cpu")  # an explicit CPU wins over a visible GPU
 
 
-def test_worker_reports_the_device_it_trains_on(visible_gpus, monkeypatch) -> None:
+@NO_GPU
+def test_a_worker_without_a_gpu_says_cpu_and_trains_there() -> None:
     worker = TrialWorker(SPEC.model_dump_json(), cache_bytes=0)
-    # No GPU: the worker says cpu, and its training run really is on the CPU.
     assert worker.info()["device"] == "cpu"
-    train = TrainConfig(epochs=1, hidden=(8,)).model_dump_json()
-    started = worker.start(["rot90", "upright"], StrategyConfig(name="naive").model_dump_json(), train, 0)
-    assert "error" not in started
-    assert worker.run.device == torch.device("cpu")
-    assert {p.device for p in worker.run.model.parameters()} == {torch.device("cpu")}
-    # An actor given a GPU share sees it from the start (Ray sets CUDA_VISIBLE_DEVICES before the
-    # actor is built): with --device auto it says cuda, the device every run it starts gets; with
-    # --device cpu it says cpu. (The GPU and its free memory are pretended.)
+    train_one(worker)
+
+
+@ON_GPU
+def test_a_worker_on_a_gpu_host_says_cuda_and_trains_there() -> None:
+    worker = TrialWorker(SPEC.model_dump_json(), cache_bytes=0, device="auto")
+    assert worker.info()["device"] == "cuda"
+    train_one(worker, "cuda")
+    on_cpu = TrialWorker(SPEC.model_dump_json(), cache_bytes=0, device="cpu")
+    assert on_cpu.info()["device"] == "cpu"
+    train_one(on_cpu, "cpu")
+
+
+def test_a_worker_given_a_gpu_share_reports_it_from_the_start(visible_gpus, monkeypatch) -> None:
+    """An actor given a GPU share sees it from the start (Ray sets CUDA_VISIBLE_DEVICES before the
+    actor is built): with --device auto it says cuda, the device every unit it trains gets; with
+    --device cpu it says cpu and sizes K for the CPU. (The GPU and its free memory are pretended;
+    nothing is moved to it.)"""
     import pipeline.lockstep
 
     visible_gpus(1)
@@ -80,6 +110,7 @@ def test_worker_reports_the_device_it_trains_on(visible_gpus, monkeypatch) -> No
 
 
 def test_gpus_per_worker_is_checked_against_the_machine_or_cluster(visible_gpus) -> None:
+    visible_gpus(0)  # whatever this machine has: the check is about the count torch reports
     check_gpus(0.0)  # CPU workers need no GPU
     check_gpus(0.0, {"CPU": 2.0})
     with pytest.raises(LLLError, match=r"--gpus-per-worker 0.5 but this machine has 0 GPUs"):

@@ -3,11 +3,15 @@ every mistake in a pool file is one line naming the file, the key and the fix.""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import LLL_ENV
 
 from pipeline.config import StrategyConfig, TrainConfig
 from pipeline.runner import run_ordering
@@ -174,3 +178,43 @@ def test_resolve_order() -> None:
     assert check_order(["a", "b", "c"], "c,a", "p") == ["c", "a"]
     with pytest.raises(LLLError, match="appears twice"):
         check_order(["a", "b"], "a,a", "p")
+
+
+# ---------------------------------------------------------------------------------------------
+# `lll pools`: whole names at 80 columns and through a pipe; --json for scripts
+# ---------------------------------------------------------------------------------------------
+def lll_pools(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """`lll pools` with its output going to a pipe (as `lll pools | grep` does) on an 80-column terminal."""
+    env = {**LLL_ENV, "COLUMNS": "80"}
+    cmd = [sys.executable, "-m", "search.cli", "pools", *args]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_pools_through_a_pipe_at_80_columns_shows_every_name_whole(tmp_path: Path) -> None:
+    res = lll_pools(tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), max(lines, key=len)
+    assert "…" not in res.stdout
+    for name in BUILTIN_POOLS:  # each at the start of its own line, whole: `lll pools | grep ^NAME:` finds it
+        heads = [ln for ln in lines if re.match(rf"{re.escape(name)}( \(default\))?: ", ln)]
+        assert len(heads) == 1, (name, res.stdout)
+        tasks = [t["name"] for t in BUILTIN_POOLS[name]["tasks"]]
+        assert heads[0].split(": ", 1)[1].startswith(f"{len(tasks)} tasks")
+    assert re.search(rf"^{DEFAULT_POOL} \(default\): ", res.stdout, re.M)
+    # Every task name of every pool is printed whole too (no line breaks inside names).
+    words = set(re.findall(r"[\w-]+", res.stdout))
+    assert {t["name"] for p in BUILTIN_POOLS.values() for t in p["tasks"]} <= words
+
+
+def test_pools_json_lists_every_builtin_pool(tmp_path: Path) -> None:
+    res = lll_pools(tmp_path, "--json")
+    assert res.returncode == 0, res.stderr
+    entries = json.loads(res.stdout)
+    assert [e["name"] for e in entries] == list(BUILTIN_POOLS)
+    for e in entries:
+        spec = BUILTIN_POOLS[e["name"]]
+        assert e["tasks"] == [t["name"] for t in spec["tasks"]]
+        assert e["description"] == spec["description"] and e["default"] == (e["name"] == DEFAULT_POOL)
+        assert e["source"] == spec.get("source", "mnist-5k") and e["heads"] == spec.get("heads", "shared")
+        assert e["train"] == spec.get("train", {}) and e["training"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import math
 import os
 import re
 import signal
@@ -123,6 +124,31 @@ def test_a_whole_ordering_is_one_request_with_at_most_k_per_level_and_a_lost_one
 
 
 # ---- end to end ----------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_two_workers_exhaustive_train_each_prefix_once_and_rebuild_none(tmp_path: Path) -> None:
+    """A real 2-worker `--exhaustive` search: every node of the prefix tree is trained exactly once,
+    and no worker trains a unit whose prefix another worker holds (it would rebuild that prefix).
+    One unit at a time per worker (K=1) makes every dispatch a decision. This is what the holdings
+    the scheduler records when it dispatches are for: without them the same run rebuilds prefixes."""
+    (tmp_path / "pool.yaml").write_text(POOL_YAML)
+    args = ["search", "--pool", "pool.yaml", *FAST, "--workers", "2", "--exhaustive", "--population", "1"]
+    res = lll(*args, "--study", "tree", cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    tasks = 3
+    tree = sum(math.perm(tasks, k) for k in range(1, tasks + 1))  # 3 + 6 + 6 prefixes
+    asked = math.factorial(tasks) * tasks  # every ordering asks for each of its prefixes
+    m = re.search(r"task-trainings: (\d+) run, (\d+) reused from the prefix cache[^\n]*", res.stdout)
+    assert m, res.stdout
+    rebuilt = re.search(r"(\d+) more rebuilt a prefix", m.group(0))
+    assert (int(m.group(1)), int(m.group(2)), int(rebuilt.group(1)) if rebuilt else 0) == (tree, asked - tree, 0), (
+        m.group(0)
+    )
+    assert "2 on cpu with K=1" in res.stdout, res.stdout
+    study = optuna.load_study(study_name="tree", storage=f"sqlite:///{tmp_path}/optuna.db")
+    orders = {tuple(t.user_attrs["order"]) for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert len(orders) == math.factorial(tasks)
+
+
 # Two exhaustive searches of the same 3-task pool (6 orderings) share one folder: one at K=4 with a
 # worker that dies on [upright, rot90], one at K=1 whose driver is SIGKILLed after trial 2 is in
 # MLflow and before Optuna is told, then resumed. Together they also compare K=4 with K=1.

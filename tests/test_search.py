@@ -137,6 +137,34 @@ def test_report_draws_plots(searched, workdir):
     assert res.returncode == 0, res.stderr
     for name in ("pareto.png", "acc_distribution.png", "history.png", "recommended_R.png"):
         assert (workdir / "rep" / name).read_bytes()[:4] == b"\x89PNG"
+    # What the plots show (report.json, the data each is drawn from), against the study itself.
+    shown = json.loads((workdir / "rep" / "report.json").read_text())
+    study = optuna.load_study(study_name="main", storage=f"sqlite:///{workdir}/optuna.db")
+    done = {t.number: t.user_attrs for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert len(done) >= 2
+    points = {p[0]: (s, p[1], p[2]) for s, ps in shown["pareto"]["points"].items() for p in ps}
+    assert points == {n: (a["strategy"], a["bwt"] * 100, a["acc"] * 100) for n, a in done.items()}
+    beaten = {  # trials another trial beats on ACC and BWT, one of them strictly
+        n
+        for n, a in done.items()
+        for b in done.values()
+        if b["acc"] >= a["acc"] and b["bwt"] >= a["bwt"] and (b["acc"], b["bwt"]) != (a["acc"], a["bwt"])
+    }
+    assert {p[0] for p in shown["pareto"]["front"]} == set(done) - beaten
+    hist = shown["acc_distribution"]
+    for strategy, counts in hist["counts"].items():
+        assert sum(counts) == sum(a["strategy"] == strategy for a in done.values())
+    bins = [0] * (len(hist["edges"]) - 1)  # each trial's ACC in the bin whose edges hold it (the last one closed)
+    for a in done.values():
+        bins[min(len(bins) - 1, max(i for i, e in enumerate(hist["edges"][:-1]) if e <= a["acc"] * 100))] += 1
+    assert [sum(c) for c in zip(*hist["counts"].values(), strict=True)] == bins
+    accs = sorted(a["acc"] * 100 for a in done.values())
+    assert (hist["edges"][0], hist["edges"][-1]) == (accs[0], accs[-1]) and len(hist["edges"]) == 21
+    order = sorted(done)
+    assert shown["history"]["trials"] == order
+    assert shown["history"]["best"] == [max(done[m]["acc"] * 100 for m in order[: i + 1]) for i in range(len(order))]
+    rec = shown["recommended_R"]
+    assert rec["R"] == done[rec["trial"]]["R"] and rec["order"] == done[rec["trial"]]["order"]
 
 
 def test_exhaustive_uses_the_prefix_cache_and_matches_uncached_runs(workdir):

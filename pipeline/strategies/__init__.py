@@ -14,7 +14,8 @@ from pipeline.config import StrategyConfig
 from pipeline.strategies.base import Strategy
 from tasks.errors import LLLError
 
-# Shown first, in this order, by help texts; discovered strategies not listed here follow.
+# The registry's order (STRATEGIES), so the order `lll run --help` and every error list them in
+# (search/cli/choices.py); discovered strategies not listed here follow, by name.
 PREFERRED_ORDER = [
     "naive",
     "joint",

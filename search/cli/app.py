@@ -10,8 +10,9 @@ import sys
 
 import typer
 
+from search.cli.choices import ChoicesCommand
 from search.cli.commands import affinity, export, pools, report, run, search, ui
-from search.cli.commands.common import OneLineUsageErrors, err
+from search.cli.commands.common import err
 from search.cli.commands.common import parse_options as parse_options
 from search.cli.commands.ui import ui_command as ui_command
 from tasks.errors import LLLError
@@ -31,7 +32,7 @@ for command in (
     ui.ui,
     affinity.affinity,
 ):
-    app.command(cls=OneLineUsageErrors)(command)
+    app.command(cls=ChoicesCommand)(command)
 
 
 def main() -> None:

@@ -17,19 +17,11 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from tasks.errors import LLLError
-
-RULES = ("periphery-to-core", "max-path", "greedy")
-
-
-def check_rule(name: str) -> str:
-    if name not in RULES:
-        raise LLLError(f"unknown --rule {name!r}; choose one of {', '.join(RULES)}")
-    return name
 
 
 def dissimilarity_from_graph(g) -> np.ndarray:
@@ -95,15 +87,23 @@ def greedy_hybrid(d: np.ndarray, seed: int = 0) -> list[int]:
     return greedy(d, steps=math.ceil(len(d) / 2), seed=seed)
 
 
+# The ordering rules, by name: `lll affinity --rule`, its help and --seed-from-graph read them here.
+RULES: dict[str, Callable[[np.ndarray, int], list[int]]] = {
+    "periphery-to-core": lambda d, seed: periphery_to_core(d),
+    "max-path": max_path,
+    "greedy": lambda d, seed: greedy(d),
+}
+
+
+def check_rule(name: str) -> str:
+    if name not in RULES:
+        raise LLLError(f"unknown --rule {name!r}; choose one of {', '.join(RULES)}")
+    return name
+
+
 def rule_order(name: str, tasks: Sequence[str], d: np.ndarray, seed: int = 0) -> list[str]:
     check_rule(name)
-    if name == "periphery-to-core":
-        idx = periphery_to_core(d)
-    elif name == "max-path":
-        idx = max_path(d, seed)
-    else:
-        idx = greedy(d)
-    return [tasks[i] for i in idx]
+    return [tasks[i] for i in RULES[name](d, seed)]
 
 
 def rule_orderings(tasks: Sequence[str], d: np.ndarray, seed: int = 0) -> dict[str, tuple[list[str], float]]:

@@ -189,6 +189,7 @@ def node_tags(node: dict[str, Any]) -> dict[str, str]:
         "ray_node_ip": str(node.get("node_ip", "")),
         "host": str(node.get("host", "")),
         "device": str(node.get("device", "")),
+        "gpus": f"{float(node.get('gpus', 0.0)):g}",  # the worker's GPU share (--gpus-per-worker)
     }
 
 

@@ -61,12 +61,14 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         ) from None
 
 
+OBJECTIVES = ("acc", "bwt", "both")  # both: the Pareto front of ACC and BWT
+CHECKPOINTS = ("all", "final", "none")  # which task's checkpoints a trial keeps (--checkpoints)
+
+
 def directions(objective: str) -> list[str]:
-    if objective == "both":
-        return ["maximize", "maximize"]
-    if objective in ("acc", "bwt"):
-        return ["maximize"]
-    raise LLLError(f"unknown --objective {objective!r}; use acc, bwt or both")
+    if objective not in OBJECTIVES:
+        raise LLLError(f"unknown --objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    return ["maximize", "maximize"] if objective == "both" else ["maximize"]
 
 
 SAMPLERS = ("model", "tpe", "random")

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
+from search.cli.choices import one_of
 from search.cli.commands.common import err, out
 
 
 def affinity(
-    pool: Annotated[str | None, typer.Option(help="Pool name or YAML file [default: mixed-mnist]")] = None,
+    pool: Annotated[str | None, typer.Option(help="Pool ({pools}) or YAML file [default: mixed-mnist]")] = None,
     study: Annotated[str | None, typer.Option(help="Take pool/settings from this study; harvest its trials")] = None,
     storage: Annotated[str, typer.Option(help="Optuna storage URL (with --study)")] = "sqlite:///optuna.db",
     out_path: Annotated[Path, typer.Option("--out", help="GraphML file (a PNG is written beside it)")] = Path(
@@ -20,7 +21,12 @@ def affinity(
     recommend: Annotated[
         bool, typer.Option(help="Print the zero-shot pick: predicted ACC, interval, the rules' picks, trust")
     ] = False,
-    strategy: Annotated[str | None, typer.Option(help="Strategy to measure with [default: naive / study's]")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            parser=one_of("strategies", "strategy"), help="Measure with: {strategies} [default: naive / study's]"
+        ),
+    ] = None,
     seeds: Annotated[
         int | None, typer.Option(help="Seeds of pair trainings, averaged; ≥ 2 measure their noise [default: 1]")
     ] = None,
@@ -36,20 +42,19 @@ def affinity(
         str, typer.Option(help="Task-trainings a worker runs at once as one stacked model (K), or auto")
     ] = "auto",
     rule: Annotated[
-        str | None, typer.Option(help="With --recommend: periphery-to-core | max-path | greedy instead of the model")
+        str | None,
+        typer.Option(parser=one_of("rules", "--rule"), help="With --recommend: {rules} instead of the graph model"),
     ] = None,
 ) -> None:
     """Measure how tasks help (transfer) or hurt (interference) each other; write the task-affinity
     graph as GraphML + PNG; with --recommend, the zero-shot pick it records in MLflow."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from search.graph.rules import check_rule
     from search.study.affinity_lines import recommend_lines, summary_lines
     from search.study.affinity_runs import run_affinity
     from search.study.affinity_settings import AffinityRequest, prepare_affinity
 
-    if rule is not None:
-        check_rule(rule)
+    if rule is not None:  # a known rule: --rule's parser checked it
         recommend = True
 
     req = AffinityRequest(

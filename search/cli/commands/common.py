@@ -15,7 +15,7 @@ from tasks.errors import LLLError
 
 __all__ = ["LLLError"]
 
-HEADS_HELP = "shared | per-task | growing (class-incremental) [default: the pool's]"
+HEADS_HELP = "{heads} (growing: class-incremental) [default: the pool's]"
 out = Console()
 err = Console(stderr=True)
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from search.cli.choices import one_of
 from search.cli.commands.common import (
     HEADS_HELP,
     LLLError,
@@ -83,11 +84,12 @@ def preflight_run(cfg: Any, out_path: Path | None) -> None:
 
 def run(
     pool: Annotated[
-        str | None, typer.Option(help="Built-in pool name or pool YAML file [default: mixed-mnist]")
+        str | None, typer.Option(help="Built-in pool ({pools}) or pool YAML file [default: mixed-mnist]")
     ] = None,
     order: Annotated[str | None, typer.Option(help="Comma-separated task order [default: the pool's]")] = None,
     strategy: Annotated[
-        str | None, typer.Option(help="naive, joint, l2, ewc, online-ewc, si, mas, gem, agem, lwf, replay")
+        str | None,
+        typer.Option(parser=one_of("strategies", "strategy"), help="{strategies} [default: naive]"),
     ] = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="Strategy strength λ [default: the strategy's]")] = None,
     option: Annotated[list[str] | None, typer.Option(help="Strategy option KEY=VALUE (repeatable)")] = None,
@@ -96,16 +98,18 @@ def run(
         str | None, typer.Option(help="Train on each of these seeds, e.g. 0,1,2; report the mean R (not with --seed)")
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="mlp | cnn | module:function (your own) [default: the pool's, else mlp]")
+        str | None, typer.Option(help="{models} | module:function (your own) [default: the pool's, else mlp]")
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per task [default: 10]")] = None,
     hidden: Annotated[str | None, typer.Option(help="Hidden sizes, e.g. 50,50,50")] = None,
-    heads: Annotated[str | None, typer.Option(help=HEADS_HELP)] = None,
-    optimizer: Annotated[str | None, typer.Option(help="sgd | adam [default: sgd]")] = None,
+    heads: Annotated[str | None, typer.Option(parser=one_of("heads", "--heads"), help=HEADS_HELP)] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(parser=one_of("optimizers", "--optimizer"), help="{optimizers} [default: sgd]")
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate [default: 0.01]")] = None,
     momentum: Annotated[float | None, typer.Option(help="SGD momentum [default: 0.9]")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size [default: 32]")] = None,
-    init: Annotated[str | None, typer.Option(help="he | torch [default: he]")] = None,
+    init: Annotated[str | None, typer.Option(parser=one_of("inits", "--init"), help="{inits} [default: he]")] = None,
     clip: Annotated[float | None, typer.Option(help="Gradient-norm clip, 0 = off [default: 1.0]")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda [default: auto]")] = None,
     train_per_task: Annotated[int | None, typer.Option(help="Training images per task [default: 1000]")] = None,

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from search.cli.choices import list_of, one_of
 from search.cli.commands.common import HEADS_HELP, LLLError, err, merge, out, parse_ints, parse_options, validated
 
 
@@ -23,11 +24,19 @@ def parse_strategy_options(items: list[str] | None) -> dict[str, dict[str, Any]]
 
 
 def search(
-    pool: Annotated[str | None, typer.Option(help="Pool name or YAML file [default: mixed-mnist]")] = None,
-    strategies: Annotated[str | None, typer.Option(help="Comma-separated strategies [default: ewc,si,agem]")] = None,
+    pool: Annotated[str | None, typer.Option(help="Pool ({pools}) or YAML file [default: mixed-mnist]")] = None,
+    strategies: Annotated[
+        str | None,
+        typer.Option(
+            parser=list_of("strategies", "strategy"), help="Comma-separated: {strategies} [default: ewc,si,agem]"
+        ),
+    ] = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="Fix λ (otherwise searched per strategy)")] = None,
     option: Annotated[list[str] | None, typer.Option(help="STRATEGY:KEY=VALUE (repeatable)")] = None,
-    objective: Annotated[str | None, typer.Option(help="acc | bwt | both (Pareto) [default: acc]")] = None,
+    objective: Annotated[
+        str | None,
+        typer.Option(parser=one_of("objectives", "--objective"), help="{objectives} (both: Pareto) [default: acc]"),
+    ] = None,
     trials: Annotated[int | None, typer.Option(help="Trials in the study [default: 24; exhaustive: T!]")] = None,
     time_budget: Annotated[
         float | None, typer.Option(help="Stop starting trials S s after start (wall clock, worker boot included)")
@@ -45,15 +54,24 @@ def search(
     exhaustive: Annotated[bool, typer.Option(help="Every ordering of a small pool (T ≤ 7)")] = False,
     prune: Annotated[bool, typer.Option(help="Stop clearly worse orderings early")] = True,
     cache_mb: Annotated[int, typer.Option(help="Per-worker prefix cache size in MiB (0 = off)")] = 1024,
-    checkpoints: Annotated[str | None, typer.Option(help="all | final | none [default: final]")] = None,
+    checkpoints: Annotated[
+        str | None, typer.Option(parser=one_of("checkpoints", "--checkpoints"), help="{checkpoints} [default: final]")
+    ] = None,
     order: Annotated[str | None, typer.Option(help="Fix the order; search strategies/λ only")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per task [default: 10]")] = None,
     hidden: Annotated[str | None, typer.Option(help="Hidden sizes, e.g. 50,50,50")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate [default: 0.01]")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="sgd | adam [default: sgd]")] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(parser=one_of("optimizers", "--optimizer"), help="{optimizers} [default: sgd]")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size [default: 32]")] = None,
-    heads: Annotated[str | None, typer.Option(help=HEADS_HELP)] = None,
-    model: Annotated[str | None, typer.Option(help="mlp | cnn | module:function [default: mlp]")] = None,
+    heads: Annotated[str | None, typer.Option(parser=one_of("heads", "--heads"), help=HEADS_HELP)] = None,
+    model: Annotated[
+        str | None, typer.Option(help="{models} | module:function [default: the pool's, else mlp]")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Where workers train: auto | cpu | cuda | cuda:N [default: auto]")
+    ] = None,
     train_per_task: Annotated[int | None, typer.Option(help="Training images per task")] = None,
     test_per_task: Annotated[int | None, typer.Option(help="Test images per task")] = None,
     data_dir: Annotated[str | None, typer.Option(help="MNIST IDX folder (full MNIST)")] = None,
@@ -66,20 +84,20 @@ def search(
         typer.Option(help="Task-trainings a worker trains at once as one stacked model (K), or auto [default: auto]"),
     ] = None,
     sampler: Annotated[
-        str | None, typer.Option(help="model (GP over orderings) | tpe | random [default: model; resume: stored]")
+        str | None,
+        typer.Option(
+            parser=one_of("samplers", "--sampler"),
+            help="{samplers} (model: a GP over orderings) [default: model; both: tpe; resume: stored]",
+        ),
     ] = None,
 ) -> None:
     """Search task orderings × strategy × λ with Optuna on Ray workers; record every trial in MLflow."""
     from search.study.launch import SearchRequest, prepare, run_search
 
-    if objective is not None and objective not in ("acc", "bwt", "both"):
-        raise LLLError(f"--objective {objective!r} is not one of acc, bwt, both")
     if sampler is not None:
         from search.study.storage import check_sampler
 
         check_sampler(sampler, objective or "acc")
-    if checkpoints is not None and checkpoints not in ("all", "final", "none"):
-        raise LLLError(f"--checkpoints {checkpoints!r} is not one of all, final, none")
     if trials is not None and trials < 1:
         raise LLLError("--trials must be at least 1")
     if seeds is not None and seeds < 1:
@@ -93,10 +111,15 @@ def search(
         optimizer=optimizer,
         batch_size=batch_size,
         heads=heads,
+        device=device,
     )
     from pipeline.config import TrainConfig
 
     validated(TrainConfig, train, "settings")
+    if device is not None and not ray_address:  # local workers see this machine's GPUs
+        from pipeline.train import pick_device
+
+        pick_device(device)
     if not resume:  # a new study starts from the pool's training defaults; flags override them
         from search.cli.commands.run import pool_train_defaults
 
