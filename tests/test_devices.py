@@ -13,6 +13,7 @@ import torch
 
 from pipeline.config import StrategyConfig, TrainConfig
 from pipeline.train import pick_device
+from pipeline.units import Unit
 from pipeline.workers import TrialWorker
 from search.study.cluster import check_gpus
 from tasks.errors import LLLError
@@ -62,10 +63,9 @@ def test_worker_reports_the_device_it_trains_on(visible_gpus, monkeypatch) -> No
     # No GPU: the worker says cpu, and its training run really is on the CPU.
     assert worker.info()["device"] == "cpu"
     train = TrainConfig(epochs=1, hidden=(8,)).model_dump_json()
-    started = worker.start(["rot90", "upright"], StrategyConfig(name="naive").model_dump_json(), train, 0)
-    assert "error" not in started
-    assert worker.run.device == torch.device("cpu")
-    assert {p.device for p in worker.run.model.parameters()} == {torch.device("cpu")}
+    (out,) = worker.units.run([Unit(("rot90", "upright"), StrategyConfig(name="naive").model_dump_json(), train, 0)])
+    assert out.error is None and out.device == torch.device("cpu")
+    assert {t.device for t in out.state.model.values()} == {torch.device("cpu")}
     # An actor given a GPU share sees it from the start (Ray sets CUDA_VISIBLE_DEVICES before the
     # actor is built): with --device auto it says cuda, the device every run it starts gets; with
     # --device cpu it says cpu. (The GPU and its free memory are pretended.)
