@@ -43,6 +43,7 @@ __all__ = [
     "record_task",
     "restore",
     "run_ordering",
+    "run_seeds",
     "snapshot",
 ]
 
@@ -79,37 +80,55 @@ def run_ordering(
     already-trained prefix and filled with every new one. A task that fails (diverged, a strategy's
     refusal) raises its LLLError.
     """
+    each = (lambda _seed, i, name, row: on_task(i, name, row)) if on_task is not None else None
+    return run_seeds(pool, order, strategy_cfg, train_cfg, [seed], cache, each, on_epoch)[0]
+
+
+def run_seeds(
+    pool: TaskPool,
+    order: list[str],
+    strategy_cfg: StrategyConfig,
+    train_cfg: TrainConfig,
+    seeds: list[int],
+    cache: PrefixCache | None = None,
+    on_task: Callable[[int, int, str, dict[str, float]], None] | None = None,
+    on_epoch: Callable[[str, int], None] | None = None,
+) -> list[RunResult]:
+    """:func:`run_ordering` on each of ``seeds`` at once: task i of every seed is one batch of units,
+    so the seeds stack in lockstep where the strategy allows (a result never depends on that).
+    ``on_task(seed, i, name, row)`` after each seed's i-th task."""
     t0 = time.perf_counter()
-    runner = UnitRunner(pool, cache)
+    runner = UnitRunner(pool, cache, population=len(seeds))
     sj, tj = strategy_cfg.model_dump_json(), train_cfg.model_dump_json()
     known: dict[str, PrefixState] = {}
-    start = runner.lookup(Unit(tuple(order), sj, tj, seed), known)
-    if start.error is not None:
-        raise start.error
-    reused = max(0, start.pos)
-    state = known.get(start.key(pool, reused))
-    rows = list(state.rows) if state is not None else []
-    if on_task is not None:
-        for i in range(1, reused + 1):
-            on_task(i, order[i - 1], rows[i])
+    starts = [runner.lookup(Unit(tuple(order), sj, tj, s), known) for s in seeds]
+    for start in starts:
+        if start.error is not None:
+            raise start.error
+    reused = [max(0, start.pos) for start in starts]
+    states = [known.get(start.key(pool, n)) for start, n in zip(starts, reused, strict=True)]
+    for seed, n, state in zip(seeds, reused, states, strict=True):
+        for i in range(1, n + 1):
+            if on_task is not None:
+                on_task(seed, i, order[i - 1], state.rows[i])
     epoch_cb = (lambda step, e: on_epoch(step.prefix[-1], e)) if on_epoch is not None else None
-    trained = 0
-    for n in range(reused + 1, len(order) + 1):
-        (out,) = runner.run([Unit(tuple(order[:n]), sj, tj, seed)], epoch_cb)
-        trained += out.trained
-        if out.error is not None:
-            raise out.error
-        state = out.state
-        if on_task is not None:
-            on_task(n, order[n - 1], state.rows[-1])
-    learner = learner_from(state, strategy_cfg, pick_device(train_cfg.device))
-    return RunResult(
-        RMatrix.from_rows(list(order), state.rows),
-        learner.model,
-        learner.strategy,
-        list(state.rows),
-        trained=trained,
-        reused=reused,
-        seconds=time.perf_counter() - t0,
-        sizes=list(state.sizes),
-    )
+    trained = [0] * len(seeds)
+    for n in range(min(reused) + 1, len(order) + 1):
+        todo = [k for k in range(len(seeds)) if reused[k] < n]
+        outs = runner.run([Unit(tuple(order[:n]), sj, tj, seeds[k]) for k in todo], epoch_cb)
+        for k, out in zip(todo, outs, strict=True):
+            trained[k] += out.trained
+            if out.error is not None:
+                raise out.error
+            states[k] = out.state
+            if on_task is not None:
+                on_task(seeds[k], n, order[n - 1], out.state.rows[-1])
+    device = pick_device(train_cfg.device)
+    results = []
+    for state, n, done in zip(states, reused, trained, strict=True):
+        learner = learner_from(state, strategy_cfg, device)
+        rows = list(state.rows)
+        rmatrix = RMatrix.from_rows(list(order), rows)
+        seconds = time.perf_counter() - t0
+        results.append(RunResult(rmatrix, learner.model, learner.strategy, rows, done, n, seconds, list(state.sizes)))
+    return results
