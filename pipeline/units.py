@@ -192,7 +192,8 @@ class UnitRunner:
             fault_point("train_unit", task=unit.order[-1] if unit.order else "", order=",".join(unit.order))
         known: dict[str, PrefixState] = {}  # every state this call needs or made, safe from eviction
         plans = [self.lookup(u, known) for u in units]
-        self.cache.unpin_all()
+        if isinstance(self.cache, MemoryPrefixCache):
+            self.cache.unpin_all()
         while any(p.open for p in plans):
             steps: dict[str, tuple[Step, Outcome]] = {}
             for plan in plans:
@@ -215,8 +216,12 @@ class UnitRunner:
             self._run_steps(list(steps.values()), known, plans, on_epoch)
         for plan in plans:
             if plan.error is None:
-                plan.state = known[plan.key(self.pool, len(plan.unit.order))]
-                self.cache.put(plan.key(self.pool, len(plan.unit.order)), plan.state, pin=True)
+                key = plan.key(self.pool, len(plan.unit.order))
+                plan.state = known[key]
+                if isinstance(self.cache, MemoryPrefixCache):  # kept past its budget until the next call
+                    self.cache.put(key, plan.state, pin=True)
+                else:
+                    self.cache.put(key, plan.state)
         return plans
 
     def _run_steps(

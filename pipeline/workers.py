@@ -23,6 +23,10 @@ from pipeline.units import Unit, UnitRunner
 from tasks.errors import LLLError
 from tasks.pool import PoolSpec, TaskPool, build_pool
 
+#: Intra-op threads of a worker with the default one CPU, and of `lll run`: a result can depend on the
+#: thread count (the CNN's kernels round differently with more threads), so both use the same.
+WORKER_THREADS = 1
+
 
 class TrialWorker:
     """Plain class; the driver wraps it with ``ray.remote(...)`` and its resource options."""
@@ -33,7 +37,7 @@ class TrialWorker:
         data_dir: str | None = None,
         download: bool = False,
         cache_bytes: int = 1 << 30,
-        threads: int = 1,
+        threads: int = WORKER_THREADS,
         population: int | str = "auto",
         device: str = "auto",
     ) -> None:

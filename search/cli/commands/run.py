@@ -225,11 +225,13 @@ def print_seed_mean(results: list, seeds: list[int]) -> dict[str, Any]:
 def execute_run(cfg):
     """Build the pool, train the ordering on each seed with a progress bar, record it in one
     MLflow run. Returns (results, run_id)."""
+    import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pipeline.runner import run_seeds
     from pipeline.strategies import make_strategy
     from pipeline.tracking import check_tracking_uri
+    from pipeline.workers import WORKER_THREADS
     from search.study.recording import run_result_record, write
     from tasks.registry import load_pool
 
@@ -262,9 +264,15 @@ def execute_run(cfg):
             progress.update(tasks_bar, completed=next(done), description=f"{at}tasks (last: {name})")
             progress.reset(epochs_bar, total=cfg.train.epochs)
 
-        # The search's own path (units, lockstep where the strategy stacks, the seeds side by side),
-        # so an exported rerun gives the search's R bit for bit.
-        results = run_seeds(the_pool, order, cfg.strategy, cfg.train, seeds, on_task=on_task, on_epoch=on_epoch)
+        # The search's own path (units, lockstep where the strategy stacks, the seeds side by side)
+        # with a search worker's one intra-op thread (the CNN's kernels round differently with
+        # more), so an exported rerun gives the search's R bit for bit.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(WORKER_THREADS)
+        try:
+            results = run_seeds(the_pool, order, cfg.strategy, cfg.train, seeds, on_task=on_task, on_epoch=on_epoch)
+        finally:
+            torch.set_num_threads(threads)
     run_id = None
     if cfg.tracking_uri:
         name = f"{cfg.strategy.name} {','.join(order)}"
