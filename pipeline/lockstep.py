@@ -9,8 +9,14 @@ per member on an ordinary model with the real Strategy; each strategy's stacked 
 its code (``Strategy.lockstep``, a :class:`~pipeline.strategies.base.LockstepHooks`).
 
 A member's computation never depends on K or on the other members (per-slice bmm, elementwise
-updates, per-row reductions), so lockstep results are the same for every K; they differ from
-one-at-a-time training only by floating-point rounding (bmm vs mm, summation order).
+updates, per-row reductions), so lockstep results are the same for every K, bit for bit; measured
+on this CPU (MKL, AVX2) at 1 and 2 threads, widths whose slices are not 64-byte aligned included,
+and tested in tests/test_lockstep.py. One reduction does depend on K at 2+ threads — a row longer
+than torch's grain size (32768) is split between threads only when K is small — but it is the
+penalty's value, which only the divergence check reads; no gradient comes from it. Lockstep differs
+from one-at-a-time training by floating-point rounding (bmm vs mm, summation order), which is why
+units.lockstep_key, not the population, decides which path a step takes: a step of a stackable
+strategy trains in lockstep even alone (K=1), in a search with any ``--population`` and in ``lll run``.
 """
 
 from __future__ import annotations
@@ -22,13 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.runner import Learner, PrefixState, learner_from, record_task
-from pipeline.strategies import strategy_class
+from pipeline.prefix import EpochCallback, Learner, PrefixState, Step, learner_from, record_task, train_one
 from pipeline.strategies.base import Strategy, trainable
 from pipeline.train import TrainingDiverged, make_optimizer
-from pipeline.units import Step, train_one
 from tasks.errors import LLLError
-from tasks.pool import Task, TaskPool, seed_from, stable_hash
+from tasks.pool import Task, TaskPool, seed_from
 
 #: Most members trained at once on a CPU / a GPU. On this 2-core CPU K=8 was best for naive and SI and
 #: within 20% of K=32 for EWC; naive was slower per member at K=32 and 128 (bench/population.py).
@@ -252,27 +256,58 @@ def with_rng(gen: torch.Generator, seed: int, device: torch.device, fn: Callable
         gen.set_state(torch.default_generator.get_state())
 
 
-def diverged_message(task: Task, epoch: int, lam: float | None, lr: float) -> str:
-    return (
+def diverged(task: Task, epoch: int, lam: float | None, lr: float) -> TrainingDiverged:
+    return TrainingDiverged(
         f"training diverged on task {task.name!r} (epoch {epoch + 1}): the loss became NaN/inf; "
         f"lower --lambda (now {lam}) or --lr (now {lr})"
     )
 
 
-def train_lockstep(pool: TaskPool, steps: list[Step]) -> list[PrefixState | str]:
-    """Train K compatible steps (see :func:`lockstep_key`) as one stacked model; per step its new
-    state, or why it failed. The same protocol as ``train_task`` per member: seed from (seed,
-    prefix), fresh optimiser, per-member data order, clipping, λ and divergence check."""
-    device, cfg = steps[0].device, steps[0].train_cfg
+def train_lockstep(
+    pool: TaskPool, steps: list[Step], on_epoch: EpochCallback | None = None
+) -> list[PrefixState | LLLError]:
+    """Train compatible steps (see pipeline/units.py, ``lockstep_key``) as one stacked model; per
+    step its new state, or why it failed. The same protocol as ``train_task`` per member: seed from
+    (seed, prefix), fresh optimiser, per-member data order, clipping, λ and divergence check.
+
+    A member whose strategy swaps its model in ``before_task`` (an expansion strategy) cannot stack:
+    it is trained one at a time instead, exactly as it would be alone, and the rest stack without it.
+    """
+    device = steps[0].device
     saved_rng = torch.get_rng_state()
-    learners = [learner_from(s.start, s.strategy_cfg, device) for s in steps]
-    tasks = [pool[s.prefix[-1]] for s in steps]
-    seeds = [seed_from(s.seed, list(s.prefix)) for s in steps]
-    gens = [torch.Generator().manual_seed(sd) for sd in seeds]
-    for lr, task, gen, sd in zip(learners, tasks, gens, seeds, strict=True):
-        swapped = with_rng(gen, sd, device, lambda lr=lr, task=task: lr.strategy.before_task(lr.model, task))
-        if swapped is not None and swapped is not lr.model:
-            raise LLLError(f"strategy {steps[0].strategy_cfg.name!r} changes the model; it cannot run in lockstep")
+    try:
+        members = []
+        for step in steps:
+            lr = learner_from(step.start, step.strategy_cfg, device)
+            task, sd = pool[step.prefix[-1]], seed_from(step.seed, list(step.prefix))
+            gen = torch.Generator().manual_seed(sd)
+            swapped = with_rng(gen, sd, device, lambda lr=lr, task=task: lr.strategy.before_task(lr.model, task))
+            members.append((lr, task, gen, sd) if swapped is None or swapped is lr.model else None)
+        stacked = [k for k, m in enumerate(members) if m is not None]
+        out: list[PrefixState | LLLError | None] = [None] * len(steps)
+        if stacked:
+            results = _train_stack(pool, [steps[k] for k in stacked], [members[k] for k in stacked], on_epoch)
+            for k, r in zip(stacked, results, strict=True):
+                out[k] = r
+        for k, m in enumerate(members):
+            if m is None:
+                try:
+                    out[k] = train_one(pool, steps[k], on_epoch)
+                except LLLError as exc:  # TrainingDiverged included
+                    out[k] = exc
+        return out  # type: ignore[return-value]
+    finally:
+        torch.set_rng_state(saved_rng)
+
+
+def _train_stack(pool: TaskPool, steps: list[Step], members: list, on_epoch: EpochCallback | None) -> list:
+    """The stacked inner loop over members (learner, task, generator, task seed) whose
+    ``before_task`` has run."""
+    device, cfg = steps[0].device, steps[0].train_cfg
+    learners = [m[0] for m in members]
+    tasks = [m[1] for m in members]
+    gens = [m[2] for m in members]
+    for lr in learners:
         lr.model.train()
     st = Stack(learners, tasks, gens, device)
     hooks = type(learners[0].strategy).lockstep(st)
@@ -284,7 +319,7 @@ def train_lockstep(pool: TaskPool, steps: list[Step]) -> list[PrefixState | str]
     Y = torch.stack([pool[n].y_train for n in unique]).to(device)
     which = torch.tensor([unique.index(t.name) for t in tasks], device=device).unsqueeze(1)
     n, bs = len(tasks[0].y_train), cfg.batch_size
-    failed: dict[int, str] = {}
+    failed: dict[int, LLLError] = {}
     for epoch in range(cfg.epochs):
         perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
         total = torch.zeros(st.K, device=device)
@@ -301,87 +336,22 @@ def train_lockstep(pool: TaskPool, steps: list[Step]) -> list[PrefixState | str]
             hooks.after_step()
             total += losses.detach()
         for k in torch.nonzero(~torch.isfinite(total)).flatten().tolist():
-            failed.setdefault(k, diverged_message(tasks[k], epoch, st.members[k].lam, cfg.lr))
+            failed.setdefault(k, diverged(tasks[k], epoch, st.members[k].lam, cfg.lr))
+        if on_epoch is not None:
+            for step in steps:
+                on_epoch(step, epoch + 1)
     if failed:  # a diverged member's result is dropped; zero it so the batched importance stays finite
         with torch.no_grad():
             for p in params:
                 p[list(failed)] = 0.0
     st.write_back()
     hooks.end()
-    out: list[PrefixState | str] = []
-    for k, (lr, task, gen, sd) in enumerate(zip(learners, tasks, gens, seeds, strict=True)):
+    out: list[PrefixState | LLLError] = []
+    for k, (lr, task, gen, sd) in enumerate(members):
         if k in failed:
             out.append(failed[k])
             continue
         with_rng(gen, sd, device, lambda lr=lr, task=task: lr.strategy.after_task(lr.model, task))
         record_task(lr, pool, device)
         out.append(lr.snapshot())
-    torch.set_rng_state(saved_rng)
     return out
-
-
-def lockstep_key(pool: TaskPool, step: Step) -> str | None:
-    """Steps with the same key train together: same model shape, strategy (and options) and training
-    config; λ, seed and task may differ. None: this step trains one at a time (its strategy has no
-    stacked loop, or the model is not a plain MLP with equal heads)."""
-    cls = strategy_class(step.strategy_cfg.name)
-    spec = step.start.model_spec
-    if vars(cls).get("lockstep") is None or spec.get("kind") != "mlp" or "growing" in spec:
-        return None
-    if not spec["shared_head"] and len(set(spec["heads"].values())) > 1:
-        return None
-    task = pool[step.prefix[-1]]
-    train = step.train_cfg.model_dump(mode="json")
-    shape = (len(task.y_train), list(task.input_shape))
-    return stable_hash(step.strategy_cfg.name, step.strategy_cfg.options, train, spec, shape, str(step.device))
-
-
-class LockstepTrainer:
-    """A worker's ``train_group``: stacks compatible steps K at a time, the rest one at a time.
-
-    A stack that runs out of memory is split in two and retried, and K shrinks for the rest of the
-    worker's life; ``note`` says so."""
-
-    def __init__(self, pool: TaskPool, k: int) -> None:
-        self.pool, self.k, self.note = pool, k, ""
-
-    def __call__(self, steps: list[Step]) -> list[PrefixState | str]:
-        out: list[PrefixState | str | None] = [None] * len(steps)
-        groups: dict[str, list[int]] = {}
-        for i, step in enumerate(steps):
-            key = lockstep_key(self.pool, step)
-            if key is None:
-                out[i] = self._one(step)
-            else:
-                groups.setdefault(key, []).append(i)
-        for idxs in groups.values():
-            todo = [idxs[j : j + self.k] for j in range(0, len(idxs), self.k)]
-            while todo:
-                chunk = todo.pop(0)
-                try:
-                    results = train_lockstep(self.pool, [steps[i] for i in chunk])
-                except (MemoryError, RuntimeError) as exc:
-                    if len(chunk) == 1 or not (isinstance(exc, MemoryError) or _out_of_memory(exc)):
-                        raise
-                    half = len(chunk) // 2
-                    self.k = min(self.k, half)
-                    self.note = f"population reduced to {self.k}: K={len(chunk)} ran out of memory"
-                    todo[:0] = [chunk[:half], chunk[half:]]
-                    continue
-                except (TrainingDiverged, LLLError) as exc:
-                    results = [str(exc)] * len(chunk)
-                for i, r in zip(chunk, results, strict=True):
-                    out[i] = r
-        return out  # type: ignore[return-value]
-
-    def _one(self, step: Step) -> PrefixState | str:
-        try:
-            return train_one(self.pool, step)
-        except (TrainingDiverged, LLLError) as exc:
-            return str(exc)
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    """CUDA says "out of memory"; the CPU allocator says "can't allocate memory"."""
-    text = str(exc)
-    return "out of memory" in text or "can't allocate memory" in text

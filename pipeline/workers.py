@@ -1,15 +1,11 @@
 """Ray worker actors: long-lived learners that hold the task pool and a prefix cache in memory.
 
-Two ways to give a worker work, sharing one training code path (pipeline/runner.py):
-
-* :meth:`TrialWorker.train_units` — a batch of units (pipeline/units.py), each one task-training
-  over the prefix tree; compatible units are trained together as one stacked model when the worker
-  runs a population (lockstep, pipeline/lockstep.py).
-* ``start`` → ``step``… → ``finish`` — one ordering, one task per call.
-
-Either way the driver can report each task's accuracy to Optuna and prune between tasks. Workers
-never write to the tracking store: they return R, sizes and checkpoint bytes, and the driver
-records them (SQLite allows one writer).
+A worker is given work as batches of units (:meth:`TrialWorker.train_units`, pipeline/units.py),
+each one task-training over the prefix tree, trained by the same :class:`UnitRunner` as ``lll run``;
+compatible units stack into one model up to the worker's population K (lockstep), which changes
+speed, never a result. The driver reports each task's accuracy to Optuna and prunes between tasks.
+Workers never write to the tracking store: they return R, sizes and checkpoint bytes, and the
+driver records them (SQLite allows one writer).
 """
 
 from __future__ import annotations
@@ -20,15 +16,17 @@ from typing import Any
 
 import torch
 
-from pipeline.checkpoint import checkpoint_bytes
-from pipeline.config import StrategyConfig, TrainConfig
-from pipeline.lockstep import LockstepTrainer, choose_population
-from pipeline.runner import MemoryPrefixCache, SequenceRun
-from pipeline.train import TrainingDiverged, pick_device
+from pipeline.lockstep import choose_population
+from pipeline.prefix import MemoryPrefixCache
+from pipeline.train import pick_device
 from pipeline.units import Unit, UnitRunner
 from tasks import pool_cache
 from tasks.errors import LLLError
 from tasks.pool import PoolSpec, TaskPool, build_pool
+
+#: Intra-op threads of a worker with the default one CPU, and of `lll run`: a result can depend on the
+#: thread count (the CNN's kernels round differently with more threads), so both use the same.
+WORKER_THREADS = 1
 
 
 class TrialWorker:
@@ -40,13 +38,13 @@ class TrialWorker:
         data_dir: str | None = None,
         download: bool = False,
         cache_bytes: int = 1 << 30,
-        threads: int = 1,
+        threads: int = WORKER_THREADS,
         population: int | str = "auto",
         device: str = "auto",
         pool_fingerprint: str | None = None,
     ) -> None:
         """``population``: how many compatible units to train at once as one stacked model (K);
-        ``"auto"`` picks K from free memory, 1 trains one model at a time (today's path).
+        ``"auto"`` picks K from free memory; 1 stacks nothing. K changes speed, not results.
         ``device``: the run's --device, so ``--device cpu`` on a GPU host sizes K for the CPU and
         ``info`` reports where training really runs. ``pool_fingerprint``: the pool the driver built
         and saved (tasks/pool_cache.py); loaded from that file when this machine has it, else built."""
@@ -55,23 +53,14 @@ class TrialWorker:
         cached = pool_cache.load(spec, pool_fingerprint)
         self.pool: TaskPool = cached or build_pool(spec, data_dir, download)
         self.pool_from_cache = cached is not None
-        # train_units always caches (pinning its last results even past a tiny budget); the
-        # start/step path keeps its old meaning of cache_bytes <= 0: no cache at all.
+        # train_units always caches (pinning its last results even past a tiny budget).
         self.unit_cache = MemoryPrefixCache(max(0, cache_bytes))
-        self.cache = self.unit_cache if cache_bytes > 0 else None
         try:
             self.device = pick_device(device)
         except LLLError:  # no GPU on this node: each unit fails with that one-line error when trained
             self.device = torch.device("cpu")
         self.population, self.population_note = choose_population(population, self.device)
-        # population 1: one model at a time, bit for bit what `lll run` gives. Otherwise every unit
-        # whose strategy has a stacked loop trains in lockstep — even alone (K=1), so a state never
-        # depends on how units happened to be grouped (lockstep results do not depend on K).
-        self.lockstep = LockstepTrainer(self.pool, self.population) if self.population > 1 else None
-        self.units = UnitRunner(self.pool, self.unit_cache, self.lockstep)
-        self.run: SequenceRun | None = None
-        self.checkpoints: list[bytes] = []
-        self.keep: str = "final"
+        self.units = UnitRunner(self.pool, self.unit_cache, self.population)
 
     def info(self) -> dict[str, Any]:
         """Where this worker runs: Ray node id and IP, host, pid, device, and the GPU share Ray gave it."""
@@ -87,7 +76,7 @@ class TrialWorker:
             pass
         return {
             "population": self.population,
-            "population_note": (self.lockstep.note if self.lockstep and self.lockstep.note else self.population_note),
+            "population_note": self.units.trainer.note or self.population_note,
             "node_id": node_id,
             "node_ip": node_ip,
             "host": socket.gethostname(),
@@ -108,56 +97,6 @@ class TrialWorker:
         (None, or why it failed: the other keys are then empty). A unit never raises.
         """
         return self.units.train(list(units))
-
-    def start(
-        self, order: list[str], strategy_json: str, train_json: str, seed: int, checkpoints: str = "final"
-    ) -> dict[str, Any]:
-        """Set up one ordering; returns the rows already known from the cache (``done`` tasks)."""
-        try:
-            self.run = SequenceRun(
-                self.pool,
-                order,
-                StrategyConfig.model_validate_json(strategy_json),
-                TrainConfig.model_validate_json(train_json),
-                seed,
-                self.cache,
-            )
-        except LLLError as exc:
-            return {"error": str(exc)}
-        self.keep, self.checkpoints = checkpoints, []
-        return {"done": self.run.done, "rows": self.run.rows}
-
-    def step(self) -> dict[str, Any]:
-        """Train the next task; ``{"row": ...}`` or ``{"error": reason}`` (e.g. diverged)."""
-        assert self.run is not None, "start() first"
-        try:
-            row = self.run.step()
-        except (TrainingDiverged, LLLError) as exc:
-            self.run = None
-            return {"error": str(exc)}
-        if self.keep == "all":
-            self.checkpoints.append(checkpoint_bytes(self.run.model, self.run.strategy, {"after": self.run.done}))
-        return {"row": row, "done": self.run.done}
-
-    def finish(self) -> dict[str, Any]:
-        """R, sizes, counts, and the checkpoints asked for (bytes)."""
-        assert self.run is not None and self.run.finished, "step() to the end first"
-        result = self.run.result()
-        ckpts = list(self.checkpoints)
-        if self.keep == "final" or (self.keep == "all" and not ckpts):
-            ckpts = [checkpoint_bytes(result.model, result.strategy, {"after": self.run.done})]
-        if self.keep == "none":
-            ckpts = []
-        self.run, self.checkpoints = None, []
-        return {
-            "R": result.rmatrix.to_dict(),
-            "sizes": result.sizes,
-            "trained": result.trained,
-            "reused": result.reused,
-            "seconds": result.seconds,
-            "checkpoints": ckpts,
-            "lam": result.strategy.lam,
-        }
 
     def cache_stats(self) -> dict[str, int]:
         c = self.unit_cache

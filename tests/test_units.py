@@ -73,11 +73,9 @@ def test_units_share_prefixes_and_report_errors(small_pool: TaskPool, train: Tra
     # The same units again: all cached.
     again = w.train_units([unit([a, b], train)])
     assert (again[0]["trained"], again[0]["reused"], again[0]["rows"]) == (0, 1, outs[0]["rows"])
-    # The old start/step/finish path shares the cache and the code.
-    started = w.start([a, b, c], StrategyConfig(name="ewc").model_dump_json(), train.model_dump_json(), 0, "none")
-    assert started["done"] == 2
-    w.step()
-    assert w.finish()["R"]["R"][:3] == [[r[n] for n in (a, b, c)] for r in outs[0]["rows"]]
+    # `lll run`'s path shares the worker's cache and code: it continues from the cached (a, b).
+    ran = run_ordering(small_pool, [a, b, c], StrategyConfig(name="ewc"), train, cache=w.unit_cache)
+    assert (ran.reused, ran.trained) == (2, 1) and ran.rows[:3] == outs[0]["rows"]
 
 
 def test_fault_point_kills_the_worker_process(tmp_path) -> None:

@@ -229,11 +229,13 @@ def print_seed_mean(results: list, seeds: list[int]) -> dict[str, Any]:
 def execute_run(cfg):
     """Build the pool, train the ordering on each seed with a progress bar, record it in one
     MLflow run. Returns (results, run_id)."""
+    import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from pipeline.runner import run_ordering
+    from pipeline.runner import run_seeds
     from pipeline.strategies import make_strategy
     from pipeline.tracking import check_tracking_uri
+    from pipeline.workers import WORKER_THREADS
     from search.study.recording import run_result_record, write
     from tasks.registry import load_pool
 
@@ -259,17 +261,22 @@ def execute_run(cfg):
         def on_epoch(name: str, e: int) -> None:
             progress.update(epochs_bar, completed=e, description=f"epochs of {name}")
 
-        results = []
-        for k, s in enumerate(seeds):
+        done = iter(range(1, len(order) * len(seeds) + 1))
+
+        def on_task(s: int, i: int, name: str, row: dict) -> None:
             at = f"seed {s}: " if len(seeds) > 1 else ""
+            progress.update(tasks_bar, completed=next(done), description=f"{at}tasks (last: {name})")
+            progress.reset(epochs_bar, total=cfg.train.epochs)
 
-            def on_task(i: int, name: str, row: dict, done: int = k * len(order), at: str = at) -> None:
-                progress.update(tasks_bar, completed=done + i, description=f"{at}tasks (last: {name})")
-                progress.reset(epochs_bar, total=cfg.train.epochs)
-
-            results.append(
-                run_ordering(the_pool, order, cfg.strategy, cfg.train, s, on_task=on_task, on_epoch=on_epoch)
-            )
+        # The search's own path (units, lockstep where the strategy stacks, the seeds side by side)
+        # with a search worker's one intra-op thread (the CNN's kernels round differently with
+        # more), so an exported rerun gives the search's R bit for bit.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(WORKER_THREADS)
+        try:
+            results = run_seeds(the_pool, order, cfg.strategy, cfg.train, seeds, on_task=on_task, on_epoch=on_epoch)
+        finally:
+            torch.set_num_threads(threads)
     run_id = None
     if cfg.tracking_uri:
         name = f"{cfg.strategy.name} {','.join(order)}"
