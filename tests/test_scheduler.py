@@ -27,7 +27,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from pipeline.units import Unit
-from search.study.scheduler import Scheduler, Slot, WorkerSpec, unit_key
+from search.study.scheduler import Scheduler, Slot, WorkerSpec
+from search.study.unit_table import unit_key
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL_YAML = tiny_pool_yaml("tiny-sched", 32, 32)

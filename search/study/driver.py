@@ -24,9 +24,10 @@ from search.study.optuna_bridge import BEST_LABEL, OptunaBridge, TrialRun
 from search.study.outcome import State, TrialOutcome
 from search.study.recording import Recorder, StudyContext, trial_record
 from search.study.resume import recover
-from search.study.scheduler import Event, Scheduler, WorkerSpec
+from search.study.scheduler import Scheduler, WorkerSpec
 from search.study.settings import StudySettings
 from search.study.storage import finished_trials
+from search.study.unit_table import Event
 from tasks.errors import LLLError
 
 warnings.filterwarnings("ignore", message=".*is already reported.*")
