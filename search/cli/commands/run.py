@@ -123,55 +123,60 @@ def run(
     config: Annotated[Path | None, typer.Option(help="YAML file with any of these settings")] = None,
 ) -> None:
     """Train one task ordering with one strategy; print R and ACC/BWT/FWT; record it in MLflow."""
-    import json
+    flags = dict(locals())  # every flag by name: the config file, then the flags, then validation
+    cfg = run_config(flags)
+    preflight_run(cfg, out_path)
+    report_run(cfg, out_path, *execute_run(cfg))
 
+
+TRAIN_FLAGS = ("model", "epochs", "heads", "optimizer", "lr", "momentum", "batch_size", "init", "device")
+RUN_KEYS = ("pool", "seed", "data_dir", "train_per_task", "test_per_task", "tracking_uri", "experiment")
+
+
+def run_config(f: dict[str, Any]) -> Any:
+    """The validated RunConfig of `lll run`'s flags ``f``: the pool's training defaults, overridden
+    by the --config file, overridden by the flags."""
     from pipeline.config import RunConfig
 
+    config = f["config"]
     base = load_yaml_config(config)
     where = str(config) if config else "settings"
-    strat = merge(config_section(base, "strategy", where, shorthand="name"), name=strategy, lam=lam)
-    if option:
-        strat["options"] = {**config_section(strat, "options", where), **parse_options(option)}
-    hidden_sizes = parse_ints(hidden, "--hidden")
-    the_pool = pool or base.get("pool")
+    strat = merge(config_section(base, "strategy", where, shorthand="name"), name=f["strategy"], lam=f["lam"])
+    if f["option"]:
+        strat["options"] = {**config_section(strat, "options", where), **parse_options(f["option"])}
+    the_pool = f["pool"] or base.get("pool")
     train = merge(
-        {**pool_train_defaults(the_pool, data_dir or base.get("data_dir")), **config_section(base, "train", where)},
-        model=model,
-        epochs=epochs,
-        hidden=hidden_sizes,
-        heads=heads,
-        optimizer=optimizer,
-        lr=lr,
-        momentum=momentum,
-        batch_size=batch_size,
-        init=init,
-        device=device,
+        {
+            **pool_train_defaults(the_pool, f["data_dir"] or base.get("data_dir")),
+            **config_section(base, "train", where),
+        },
+        hidden=parse_ints(f["hidden"], "--hidden"),
+        **{k: f[k] for k in TRAIN_FLAGS},
     )
-    if clip is not None:
-        train["clip"] = clip if clip > 0 else None
+    if f["clip"] is not None:
+        train["clip"] = f["clip"] if f["clip"] > 0 else None
+    order = f["order"]
     order_list = [s.strip() for s in order.split(",") if s.strip()] if order else None
     if isinstance(base.get("order"), str):  # `order: a,b,c` in a config file, as on the command line
         base["order"] = [s.strip() for s in base["order"].split(",") if s.strip()]
     cfg_dict = merge(
         {k: v for k, v in base.items() if k not in ("strategy", "train")},
-        pool=pool,
         order=order_list,
-        seed=seed,
-        seeds=parse_ints(seeds, "--seeds"),
-        data_dir=data_dir,
-        train_per_task=train_per_task,
-        test_per_task=test_per_task,
-        tracking_uri=tracking_uri,
-        experiment=experiment,
+        seeds=parse_ints(f["seeds"], "--seeds"),
+        **{k: f[k] for k in RUN_KEYS},
     )
-    cfg_dict.update(strategy=strat, train=train, download=download or base.get("download", False))
-    if no_track:
+    cfg_dict.update(strategy=strat, train=train, download=f["download"] or base.get("download", False))
+    if f["no_track"]:
         cfg_dict["tracking_uri"] = None
-    if cfg_dict.get("seeds") is not None and (seed is not None or "seed" in base):
+    if cfg_dict.get("seeds") is not None and (f["seed"] is not None or "seed" in base):
         raise LLLError("--seed and --seeds both given; use --seeds 0,1,2 alone (or --seed N for one seed)")
-    cfg = validated(RunConfig, cfg_dict, where, RUN_FLAGS)
-    preflight_run(cfg, out_path)
-    results, run_id = execute_run(cfg)
+    return validated(RunConfig, cfg_dict, where, RUN_FLAGS)
+
+
+def report_run(cfg: Any, out_path: Path | None, results: list, run_id: str | None) -> None:
+    """Print R (or the seed mean), the sizes, write ``--out`` and say where MLflow has the run."""
+    import json
+
     seed_list = cfg.seeds or [cfg.seed]
     result = results[0]
     if len(results) == 1:
