@@ -16,15 +16,16 @@ SGD on the penalty alone is stable (lr · 2λF_max < 2).
 
 from __future__ import annotations
 
-import argparse
-
+import common
 import torch
 import torch.nn.functional as F
 
 from pipeline.config import StrategyConfig, TrainConfig
-from pipeline.runner import initial_learner, train_next
+from pipeline.prefix import initial_learner
 from pipeline.strategies.base import trainable
 from pipeline.strategies.quadratic import fisher_diagonal
+from pipeline.train import train_task
+from tasks.pool import seed_from
 from tasks.registry import load_pool
 
 
@@ -50,7 +51,7 @@ def flat(d: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = common.parser(__doc__)
     ap.add_argument("--pool", default="permuted-mnist")
     ap.add_argument("--batch", type=int, default=10, help="Avalanche's train_mb_size (its Fisher's batch)")
     ap.add_argument("--lr", type=float, default=0.1)
@@ -62,7 +63,7 @@ def main() -> None:
     device = torch.device("cpu")
     learner = initial_learner(pool, StrategyConfig(name="naive"), cfg, a.seed, device)
     first = pool.names[0]
-    train_next(learner, pool, [first], cfg, a.seed, device)
+    learner.model = train_task(learner.model, pool[first], learner.strategy, cfg, seed_from(a.seed, [first]), device)
     model, task = learner.model, pool[first]
     print(f"pool {a.pool}, task {first} trained 1 epoch (SGD lr {a.lr}, batch {a.batch}, no clipping), seed {a.seed}")
     lll = flat(fisher_diagonal(model, task, 1000))

@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 QUICK_FLAGS = ["--epochs", "1", "--train-per-task", "100", "--test-per-task", "50"]
 
 
