@@ -68,6 +68,13 @@ def search(
     sampler: Annotated[
         str | None, typer.Option(help="model (GP over orderings) | tpe | random [default: model; resume: stored]")
     ] = None,
+    validate: Annotated[
+        int | None,
+        typer.Option(help="At the end, retrain the top K orderings on held-out seeds (0 = off) [default: 3]"),
+    ] = None,
+    heldout_seeds: Annotated[
+        str | None, typer.Option(help="Held-out seeds for --validate, e.g. 100,101,102 [default: 3 unused seeds]")
+    ] = None,
 ) -> None:
     """Search task orderings × strategy × λ with Optuna on Ray workers; record every trial in MLflow."""
     from search.study.launch import SearchRequest, prepare, run_search
@@ -135,6 +142,8 @@ def search(
         seed_from_graph=seed_from_graph,
         population=population,
         sampler=sampler,
+        validate=validate,
+        heldout_seeds=parse_ints(heldout_seeds, "--heldout-seeds"),
     )
     if seed_from_graph:
         err.print("measuring the task-affinity graph (every single task and pair) to seed the study ...")
@@ -273,6 +282,11 @@ def print_search_summary(name: str, summary, rec: dict | None, tracking_uri: str
         std = f" ± {rec['acc_std'] * 100:.1f}" if rec.get("acc_std") else ""
         out.print(f"  ACC {rec['acc'] * 100:.2f}{std}   BWT {rec['bwt'] * 100:+.2f}   FWT {rec['fwt'] * 100:+.2f}")
         out.print(f"  {rec['confidence']['note']}", markup=False)
+        if s.validation is not None:
+            from search.study.validation import validation_lines
+
+            for line in validation_lines(s.validation):
+                out.print(line, markup=False, highlight=False, soft_wrap=True)
         out.print(f"  re-run it: {rec['rerun']}", markup=False, soft_wrap=True)
     from pipeline.tracking import mask_url
 
