@@ -160,7 +160,6 @@ def prepare(req: SearchRequest) -> tuple[optuna.Study, StudySettings, Any, str |
         study, settings, pool, uri = _resume(req, storage)
     else:
         study, settings, pool, uri = _create(req, storage)
-    _check_validation(req, settings)
     return study, settings, pool, uri
 
 
@@ -195,6 +194,7 @@ def _resume(req: SearchRequest, storage) -> tuple[optuna.Study, StudySettings, A
     if req.population is not None:
         changes["population"] = req.population
     settings = settings.changed(**changes) if changes else settings
+    _check_validation(req, settings)
     uri = req.tracking_uri
     if settings.tracking_uri_masked and uri == tracking.DEFAULT_TRACKING_URI:
         raise LLLError("this study logs to a password-protected tracking store; pass --tracking-uri again")
@@ -227,6 +227,7 @@ def _create(req: SearchRequest, storage) -> tuple[optuna.Study, StudySettings, A
         n_orders = math.factorial(len(pool.names)) if req.order is None else 1
         n_trials = n_orders if req.exhaustive else (10**6 if req.time_budget else DEFAULT_TRIALS)
     settings = new_settings(req, pool, n_trials)
+    _check_validation(req, settings)  # before Ray starts and the study exists
     uri = req.tracking_uri
     if uri:
         tracking.check_tracking_uri(uri)

@@ -252,7 +252,9 @@ def record(study: optuna.Study, settings: StudySettings, uri: str, jobs: list[Jo
                 written.add(r.data.tags.get("lll.validation_key"))
     for job, r in zip(jobs, rs, strict=True):
         seeds = sorted(r)
-        vkey = path_key(job.order, job.config(settings).model_dump_json(), 0) + ":" + ",".join(map(str, seeds))
+        vkey = (
+            f"{job.role}:{path_key(job.order, job.config(settings).model_dump_json(), 0)}:{','.join(map(str, seeds))}"
+        )
         if vkey in written:
             continue
         rmats = [r[s] for s in seeds]
