@@ -37,6 +37,7 @@ FIXED_LAMBDA = 2.5
 FIXED_ORDER = ["rot90", "upright", "permuted"]
 BUDGET = 20.0  # seconds of --time-budget (counted from the driver start: Ray workers boot inside it)
 COMMON = ["--pool", "pool.yaml", "--seeds", "1", "--epochs", "2", "--lr", "0.05"]  # enough to learn something
+COMMON += ["--validate", "0"]  # held-out validation: tests/test_validation.py
 PRUNE_TRIALS = 20  # random λ (TPE finds good λ at once: nothing left to prune); 12 judged after 8
 SEARCHES = {
     "both": [

@@ -67,10 +67,15 @@ def distinct_orderings(study: optuna.Study) -> dict[Key, list[dict[str, Any]]]:
     return groups
 
 
-def rank_top(study: optuna.Study, k: int, posterior: Posterior | None = None) -> tuple[list[Job], str]:
-    """The top ``k`` distinct orderings and what ranked them: ``posterior`` (key → posterior mean
-    of the objective, e.g. the model sampler's) when given, else the seed-mean ACC of the trials."""
+def rank_top(
+    study: optuna.Study, k: int, metric: str = "acc", posterior: Posterior | None = None, only: set[Key] | None = None
+) -> tuple[list[Job], str]:
+    """The top ``k`` distinct orderings (among ``only`` when given) and what ranked them:
+    ``posterior`` (key → posterior mean of the objective, e.g. the model sampler's) when given,
+    else the seed-mean of ``metric`` (acc or bwt) over the trials."""
     groups = distinct_orderings(study)
+    if only is not None:
+        groups = {key: v for key, v in groups.items() if key in only}
 
     def mean(key: Key, field: str) -> float:
         return sum(a[field] for a in groups[key]) / len(groups[key])
@@ -78,10 +83,20 @@ def rank_top(study: optuna.Study, k: int, posterior: Posterior | None = None) ->
     if posterior is not None:
         scores, how = posterior(list(groups)), "the sampler's posterior mean"
     else:
-        scores, how = {key: mean(key, "acc") for key in groups}, "seed-mean ACC on the search's seeds"
+        scores, how = {key: mean(key, metric) for key in groups}, f"seed-mean {metric.upper()} on the search's seeds"
     ranked = sorted(groups, key=lambda key: (-scores[key], key[0]))[:k]
     jobs = [Job(key[0], key[1], key[2], "top", mean(key, "acc"), mean(key, "bwt"), scores[key]) for key in ranked]
     return jobs, how
+
+
+def front_keys(study: optuna.Study, settings: StudySettings) -> set[Key] | None:
+    """A two-objective study validates only orderings on its ACC/BWT Pareto front (None: all)."""
+    if settings.objective != "both":
+        return None
+    from search.study.recommend import pareto_front
+
+    front = pareto_front(complete_trials(study))
+    return {(tuple(t.user_attrs["order"]), t.user_attrs["strategy"], t.user_attrs.get("lambda")) for t in front}
 
 
 def search_seeds(study: optuna.Study, settings: StudySettings) -> list[int]:
@@ -289,7 +304,9 @@ def validate(
 ) -> dict[str, Any]:
     """Retrain the top ``k`` and the baselines on ``seeds`` (only the paths not stored yet), record
     them and store the ``validation`` block on the study. Ray must be connected."""
-    top, how = rank_top(study, k, posterior)
+    top, how = rank_top(
+        study, k, "bwt" if settings.objective == "bwt" else "acc", posterior, front_keys(study, settings)
+    )
     jobs = jobs_for(settings, top)
     trained_paths, found, trained = train_missing(study, settings, jobs, seeds, spec, workers)
     rs = [per_seed_r(study, settings, job, seeds) for job in jobs]
