@@ -275,6 +275,8 @@ def run_search(req: SearchRequest, progress: Progress | None = None, prepared=No
     summary = SearchDriver(settings, run, study, parent, progress).run()
     t0 = time.perf_counter()
     summary.validation = _validate(req, study, settings, run, uri, _pool)
+    summary.timing["validate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     rec = close_parent_run(study, uri, parent, summary) if uri and parent else None
     if rec is None:
         try:
@@ -294,10 +296,11 @@ def _validate(req: SearchRequest, study: optuna.Study, settings: StudySettings, 
 
     if req.validate == 0:
         return None
-    k = req.validate or min(DEFAULT_VALIDATE, len(distinct_orderings(study)))
+    asked = study.user_attrs.get("validation_request") if req.resume else None  # a killed validation's K, seeds
+    k = req.validate or (asked or {}).get("k") or min(DEFAULT_VALIDATE, len(distinct_orderings(study)))
     if k == 0:
         return None
-    seeds = check_request(study, settings, k, req.heldout_seeds)
+    seeds = check_request(study, settings, k, req.heldout_seeds or (asked or {}).get("seeds"))
     pool_cache.save(pool)
     return validate(study, settings, k, seeds, worker_spec(settings, run), run.workers, uri)
 

@@ -308,6 +308,7 @@ def validate(
         study, k, "bwt" if settings.objective == "bwt" else "acc", posterior, front_keys(study, settings)
     )
     jobs = jobs_for(settings, top)
+    study.set_user_attr("validation_request", {"k": k, "seeds": seeds})  # `lll search --resume` continues it
     trained_paths, found, trained = train_missing(study, settings, jobs, seeds, spec, workers)
     rs = [per_seed_r(study, settings, job, seeds) for job in jobs]
     block = summarise(settings, jobs, rs, seeds, how)

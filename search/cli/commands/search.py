@@ -246,6 +246,7 @@ def timing_line(t: dict[str, float]) -> str:
         f"driver time: start-up {t.get('startup', 0):.1f} s, ask {t.get('ask', 0):.1f} s, "
         f"tell {t.get('tell', 0):.1f} s, waiting for workers {t.get('wait', 0):.1f} s, "
         f"closing {t.get('close', 0):.1f} s; recording {t.get('record', 0):.1f} s on its own thread"
+        + (f"; validation on held-out seeds {t['validate']:.1f} s" if t.get("validate") else "")
     )
 
 
