@@ -260,7 +260,8 @@ def test_example_search_export_rerun(example_dir):
     defaults under a flag), the export, and its rerun on the study's seeds giving the exported
     numbers exactly, each seed's R kept in the rerun's MLflow run."""
     d, uri, storage = example_dir, f"sqlite:///{example_dir}/mlflow.db", f"sqlite:///{example_dir}/optuna.db"
-    res = lll("search", "--pool", "digits.yaml", "--model", "cnn", "--lr", "0.01", "--strategies", "naive,ewc",
+    res = lll("search", "--validate", "0", "--pool", "digits.yaml", "--model", "cnn", "--lr", "0.01",
+              "--strategies", "naive,ewc",
               "--trials", "2", "--seeds", "2", "--workers", "1", "--study", "ex", "--storage", storage,
               "--tracking-uri", uri, cwd=d)  # fmt: skip
     assert res.returncode == 0, res.stderr

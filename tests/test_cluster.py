@@ -167,7 +167,9 @@ def runs_of(work: Path, study: str):
     client = MlflowClient(f"sqlite:///{work}/mlflow.db")
     exp = client.get_experiment_by_name(study)
     return [
-        r for r in client.search_runs([exp.experiment_id], max_results=500) if r.data.tags.get("lll.kind") != "search"
+        r
+        for r in client.search_runs([exp.experiment_id], max_results=500)
+        if r.data.tags.get("lll.kind") not in ("search", "validation")
     ]
 
 

@@ -48,6 +48,7 @@ def request(workdir: Path, **kw) -> SearchRequest:
         train={"epochs": EPOCHS},
         workers=2,
         seeds=1,
+        validate=0,  # held-out validation is tested in tests/test_validation.py
     )
     base.update(kw)
     return SearchRequest(**base)

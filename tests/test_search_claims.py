@@ -39,6 +39,7 @@ FIXED_ORDER = ["rot90", "upright", "permuted"]
 BUDGET = 40.0  # s of --time-budget, from the driver start (workers boot inside it); trials keep coming after boot
 SLACK = 3.0  # seconds between opening the parent run and the driver's clock, and of timestamp resolution
 COMMON = ["--pool", "pool.yaml", "--seeds", "1", "--epochs", "2", "--lr", "0.05"]  # enough to learn something
+COMMON += ["--validate", "0"]  # held-out validation: tests/test_validation.py
 PRUNE_TRIALS = 20  # random λ (TPE finds good λ at once: nothing left to prune); 12 judged after 8
 SEARCHES = {
     "both": [

@@ -68,6 +68,7 @@ class SearchSummary:
     workers: list[dict[str, Any]] = field(default_factory=list)  # each worker's info (device, population K)
     # driver seconds: startup (command start → workers ready), ask, tell, wait, record (thread), close
     timing: dict[str, float] = field(default_factory=dict)
+    validation: dict[str, Any] | None = None  # held-out validation at the end (search/study/validation.py)
 
 
 Progress = Callable[[dict[str, Any]], None]

@@ -78,6 +78,8 @@ class SearchRequest:
     seed_from_graph: bool = False  # enqueue the affinity graph's best orderings first (new study)
     population: int | str | None = None  # units a worker trains at once (lockstep K) [default: auto; resume: stored]
     sampler: str | None = None  # model | tpe | random (None: model, tpe for --objective both; --resume: stored)
+    validate: int | None = None  # top orderings retrained on held-out seeds at the end (None: up to 3; 0: off)
+    heldout_seeds: list[int] | None = None  # None: 3 seeds far from the search's
 
 
 DEFAULT_STRATEGIES = ["ewc", "si", "agem"]
@@ -161,6 +163,23 @@ def prepare(req: SearchRequest) -> tuple[optuna.Study, StudySettings, Any, str |
     return study, settings, pool, uri
 
 
+def _check_validation(req: SearchRequest, settings: StudySettings) -> None:
+    """--validate and --heldout-seeds, checked before any training (K against the trials, seeds
+    against the search's); K against the *finished* distinct orderings is checked at the end."""
+    from search.study.heldout import heldout_seeds
+    from search.study.validation import DEFAULT_HELDOUT
+
+    if req.validate is not None and req.validate < 0:
+        raise LLLError(f"--validate {req.validate}: give the number of top orderings to retrain, or 0 for none")
+    if req.validate and req.validate > settings.trials:
+        raise LLLError(
+            f"--validate {req.validate} but the study runs {settings.trials} trial(s); "
+            f"use --validate {settings.trials} or less, or more --trials"
+        )
+    if req.validate != 0:
+        heldout_seeds(settings.seed, DEFAULT_HELDOUT, settings.seed_list, req.heldout_seeds)
+
+
 def _resume(req: SearchRequest, storage) -> tuple[optuna.Study, StudySettings, Any, str | None]:
     """The stored study, its settings (--trials and --population may change for this run) and pool."""
     if not req.study:
@@ -175,6 +194,7 @@ def _resume(req: SearchRequest, storage) -> tuple[optuna.Study, StudySettings, A
     if req.population is not None:
         changes["population"] = req.population
     settings = settings.changed(**changes) if changes else settings
+    _check_validation(req, settings)
     uri = req.tracking_uri
     if settings.tracking_uri_masked and uri == tracking.DEFAULT_TRACKING_URI:
         raise LLLError("this study logs to a password-protected tracking store; pass --tracking-uri again")
@@ -207,6 +227,7 @@ def _create(req: SearchRequest, storage) -> tuple[optuna.Study, StudySettings, A
         n_orders = math.factorial(len(pool.names)) if req.order is None else 1
         n_trials = n_orders if req.exhaustive else (10**6 if req.time_budget else DEFAULT_TRIALS)
     settings = new_settings(req, pool, n_trials)
+    _check_validation(req, settings)  # before Ray starts and the study exists
     uri = req.tracking_uri
     if uri:
         tracking.check_tracking_uri(uri)
@@ -253,6 +274,9 @@ def run_search(req: SearchRequest, progress: Progress | None = None, prepared=No
     before = seconds_since_start()
     summary = SearchDriver(settings, run, study, parent, progress).run()
     t0 = time.perf_counter()
+    summary.validation = _validate(req, study, settings, run, uri, _pool)
+    summary.timing["validate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     rec = close_parent_run(study, uri, parent, summary) if uri and parent else None
     if rec is None:
         try:
@@ -262,6 +286,23 @@ def run_search(req: SearchRequest, progress: Progress | None = None, prepared=No
     summary.timing["startup"] = before + summary.timing.get("boot", 0.0)  # boot: waiting for workers to start
     summary.timing["close"] = time.perf_counter() - t0
     return study, summary, rec
+
+
+def _validate(req: SearchRequest, study: optuna.Study, settings: StudySettings, run: Resources, uri: str | None, pool):
+    """The end of a search: the top K orderings on held-out seeds (search/study/validation.py).
+    An explicit --validate above the finished distinct orderings is an error; the default takes
+    as many as there are, up to 3."""
+    from search.study.validation import DEFAULT_VALIDATE, check_request, distinct_orderings, validate
+
+    if req.validate == 0:
+        return None
+    asked = study.user_attrs.get("validation_request") if req.resume else None  # a killed validation's K, seeds
+    k = req.validate or (asked or {}).get("k") or min(DEFAULT_VALIDATE, len(distinct_orderings(study)))
+    if k == 0:
+        return None
+    seeds = check_request(study, settings, k, req.heldout_seeds or (asked or {}).get("seeds"))
+    pool_cache.save(pool)
+    return validate(study, settings, k, seeds, worker_spec(settings, run), run.workers, uri)
 
 
 def seconds_since_start() -> float:

@@ -123,7 +123,7 @@ def recommendation(study: optuna.Study) -> dict[str, Any]:
             f"{key.upper()} {best[key] * 100:.2f} ± {std * 100:.2f} (std over {n_seeds} seeds); "
             f"margin over the next ordering {margin * 100:.2f} points: {verdict}"
         )
-    return {
+    out = {
         "order": best["order"],
         "strategy": best["strategy"],
         "params": {
@@ -147,3 +147,28 @@ def recommendation(study: optuna.Study) -> dict[str, Any]:
         "trials_complete": len(trials),
         "rerun": run_command(settings, best, seeds),
     }
+    return with_validation(study, out, trials)
+
+
+def _key(t: FrozenTrial) -> tuple:
+    return tuple(t.user_attrs["order"]), t.user_attrs["strategy"], t.user_attrs.get("lambda")
+
+
+def with_validation(study: optuna.Study, rec: dict[str, Any], trials: list[FrozenTrial]) -> dict[str, Any]:
+    """A study validated on held-out seeds recommends the best held-out ordering: its order,
+    strategy and the search's own estimate for it at the top level, the held-out numbers under
+    ``validation``, and a rerun command that reproduces them (search/study/validation.py)."""
+    block = study.user_attrs.get("validation")
+    if not block:
+        return rec
+    best = block["orderings"][block["recommended"]]
+    key = (tuple(best["order"]), best["strategy"], best["lambda"])
+    same = [t for t in trials if _key(t) == key]
+    if same:
+        row = _row(max(same, key=lambda t: t.user_attrs["acc"]))
+        rec.update({k: row[k] for k in ("order", "strategy", "acc", "bwt", "fwt", "acc_std", "bwt_std")})
+        rec["mlflow_run_id"] = row["mlflow_run_id"]
+        rec["params"] = {**rec["params"], "lambda": row["lambda"]}
+    rec["validation"] = block
+    rec["rerun"] = block["rerun"]
+    return rec

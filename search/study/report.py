@@ -113,6 +113,28 @@ def history_plot(study: optuna.Study, path: Path) -> Path:
     return path
 
 
+def validation_plot(block: dict, path: Path) -> Path:
+    """Held-out ACC of every validated ordering (top K and baselines), mean with its 95% CI."""
+    plt = _plt()
+    rows = block["orderings"]
+    labels = [f"{r['role']}: {','.join(r['order'])}" for r in rows]
+    means = [r["heldout_acc"]["mean"] * 100 for r in rows]
+    lows = [m - r["heldout_acc"]["ci95"][0] * 100 for m, r in zip(means, rows, strict=True)]
+    highs = [r["heldout_acc"]["ci95"][1] * 100 - m for m, r in zip(means, rows, strict=True)]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5))
+    y = np.arange(len(rows))[::-1]
+    colors = ["tab:red" if i == block["recommended"] else "tab:blue" for i in range(len(rows))]
+    ax.errorbar(means, y, xerr=[lows, highs], fmt="none", ecolor="gray", capsize=3)
+    ax.scatter(means, y, c=colors, zorder=3)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_xlabel(f"held-out ACC (%), seeds {','.join(map(str, block['heldout_seeds']))}; bars: 95% CI")
+    ax.set_title("validation (red: recommended)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def write_report(study: optuna.Study, out_dir: str | Path) -> list[Path]:
     """All plots of a study into ``out_dir``, and the data they show (report.json); returns the files."""
     out = Path(out_dir)
@@ -128,6 +150,8 @@ def write_report(study: optuna.Study, out_dir: str | Path) -> list[Path]:
         for t in complete_trials(study)
         if t.user_attrs["order"] == rec["order"] and t.user_attrs["strategy"] == rec["strategy"]
     )
+    if rec.get("validation"):
+        files.append(validation_plot(rec["validation"], out / "validation.png"))
     r = RMatrix(tuple(rec["order"]), best.user_attrs["R"])
     files.append(r.heatmap(out / "recommended_R.png", title=f"recommended: {rec['strategy']} (mean over seeds)"))
     data = {

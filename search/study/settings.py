@@ -21,6 +21,7 @@ Objective = Literal["acc", "bwt", "both"]
 SamplerName = Literal["model", "tpe", "random"]
 
 # Study user attributes that are the study's *state*, not its settings (written as the search goes).
+# (and every key starting with "validation": held-out validation, search/study/validation.py)
 STATE_KEYS = frozenset({"mlflow_parent_run_id", "graph_orderings", "affinity_evidence"})
 # Settings that older studies do not store: the value those studies ran with.
 LEGACY_DEFAULTS: dict[str, Any] = {
@@ -108,7 +109,7 @@ class StudySettings(BaseModel):
     @classmethod
     def from_user_attrs(cls, attrs: dict[str, Any], study: str) -> StudySettings:
         """The settings a study stores, validated; any problem is one line naming the fix."""
-        data = {k: v for k, v in attrs.items() if k not in STATE_KEYS}
+        data = {k: v for k, v in attrs.items() if k not in STATE_KEYS and not k.startswith("validation")}
         stored_seeds = data.pop("seeds_list", None)
         missing = [k for k in cls.required_keys() if k not in data]
         if missing:

@@ -90,6 +90,13 @@ def search(
             help="{samplers} (model: a GP over orderings) [default: model; both: tpe; resume: stored]",
         ),
     ] = None,
+    validate: Annotated[
+        int | None,
+        typer.Option(help="At the end, retrain the top K orderings on held-out seeds (0 = off) [default: 3]"),
+    ] = None,
+    heldout_seeds: Annotated[
+        str | None, typer.Option(help="Held-out seeds for --validate, e.g. 100,101,102 [default: 3 unused seeds]")
+    ] = None,
 ) -> None:
     """Search task orderings × strategy × λ with Optuna on Ray workers; record every trial in MLflow."""
     from search.study.launch import SearchRequest, prepare, run_search
@@ -158,6 +165,8 @@ def search(
         seed_from_graph=seed_from_graph,
         population=population,
         sampler=sampler,
+        validate=validate,
+        heldout_seeds=parse_ints(heldout_seeds, "--heldout-seeds"),
     )
     if seed_from_graph:
         err.print("measuring the task-affinity graph (every single task and pair) to seed the study ...")
@@ -260,6 +269,7 @@ def timing_line(t: dict[str, float]) -> str:
         f"driver time: start-up {t.get('startup', 0):.1f} s, ask {t.get('ask', 0):.1f} s, "
         f"tell {t.get('tell', 0):.1f} s, waiting for workers {t.get('wait', 0):.1f} s, "
         f"closing {t.get('close', 0):.1f} s; recording {t.get('record', 0):.1f} s on its own thread"
+        + (f"; validation on held-out seeds {t['validate']:.1f} s" if t.get("validate") else "")
     )
 
 
@@ -296,6 +306,11 @@ def print_search_summary(name: str, summary, rec: dict | None, tracking_uri: str
         std = f" ± {rec['acc_std'] * 100:.1f}" if rec.get("acc_std") else ""
         out.print(f"  ACC {rec['acc'] * 100:.2f}{std}   BWT {rec['bwt'] * 100:+.2f}   FWT {rec['fwt'] * 100:+.2f}")
         out.print(f"  {rec['confidence']['note']}", markup=False)
+        if s.validation is not None:
+            from search.study.validation import validation_lines
+
+            for line in validation_lines(s.validation):
+                out.print(line, markup=False, highlight=False, soft_wrap=True)
         out.print(f"  re-run it: {rec['rerun']}", markup=False, soft_wrap=True)
     from pipeline.tracking import mask_url
 
