@@ -20,7 +20,7 @@ $(BIN)/lll: pyproject.toml
 setup: $(BIN)/lll
 
 demo: setup
-	$(BIN)/lll search
+	$(BIN)/lll search --validate 3
 
 lint: setup
 	$(BIN)/ruff check .

@@ -176,7 +176,7 @@ def _check_validation(req: SearchRequest, settings: StudySettings) -> None:
             f"--validate {req.validate} but the study runs {settings.trials} trial(s); "
             f"use --validate {settings.trials} or less, or more --trials"
         )
-    if req.validate != 0:
+    if req.validate != 0 or req.heldout_seeds:
         heldout_seeds(settings.seed, DEFAULT_HELDOUT, settings.seed_list, req.heldout_seeds)
 
 
