@@ -190,8 +190,14 @@ def test_bad_input_is_one_line_and_exit_2(searched, tmp_path):
         )
     changed = copy_study(d, tmp_path / "changed")
     (changed / "pool.yaml").write_text(tiny_pool_yaml("tiny-val", 200, 90))  # other test images: other fingerprint
-    r = lll("export", "--study", "v", "--validate", "2", cwd=changed)
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and "has changed since study" in lines[0], r.stderr
+    # one check (search.study.storage.check_pool_unchanged), each command with its own fix
+    for args, fix in [
+        (["export", "--study", "v", "--validate", "2"], "validate with the same pool file and data"),
+        (["search", "--study", "v", "--resume", "--trials", "9"], "resume with the same pool file and data"),
+    ]:
+        r = lll(*args, cwd=changed)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, r.stderr
+        assert "pool 'pool.yaml' has changed since study 'v' started" in lines[0] and lines[0].endswith(fix), lines
     names = optuna.get_all_study_names(f"sqlite:///{d / 'optuna.db'}")
     assert "new" not in names and "new2" not in names  # refused before the study existed

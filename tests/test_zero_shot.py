@@ -151,6 +151,7 @@ def test_an_affinity_study_whose_pool_changed_is_refused(workdir: Path) -> None:
     (workdir / "pool.yaml").write_text(tiny_pool_yaml("tiny-zs", 61, 40))  # one more training image per task
     line = one_error_line(lll("affinity", "--study", "s", "--no-measure", "--out", "t.graphml", cwd=workdir))
     assert "pool 'pool.yaml' has changed since study 's' started" in line
+    assert line.endswith("measure its graph with the same pool file and data, or give --pool without --study")
     assert not (workdir / "t.graphml").exists()
     from mlflow.tracking import MlflowClient
 

@@ -13,6 +13,7 @@ of a, b, c``.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, Literal, get_args, get_origin
 
@@ -20,46 +21,13 @@ from search.cli.commands.common import OneLineUsageErrors
 from tasks.errors import LLLError
 
 
-def _strategies() -> list[str]:
-    from pipeline.strategies import STRATEGIES  # ordered by PREFERRED_ORDER, then the rest
+def _listed(module: str, name: str) -> Callable[[], list[str]]:
+    """The entries of registry ``name`` in ``module``, imported only when asked for."""
 
-    return list(STRATEGIES)
+    def entries() -> list[str]:
+        return list(getattr(importlib.import_module(module), name))
 
-
-def _samplers() -> list[str]:
-    from search.study.storage import SAMPLERS
-
-    return list(SAMPLERS)
-
-
-def _objectives() -> list[str]:
-    from search.study.storage import OBJECTIVES
-
-    return list(OBJECTIVES)
-
-
-def _checkpoints() -> list[str]:
-    from search.study.storage import CHECKPOINTS
-
-    return list(CHECKPOINTS)
-
-
-def _rules() -> list[str]:
-    from search.graph.rules import RULES
-
-    return list(RULES)
-
-
-def _pools() -> list[str]:
-    from tasks.registry import BUILTIN_POOLS
-
-    return list(BUILTIN_POOLS)
-
-
-def _models() -> list[str]:
-    from pipeline.config import BUILTIN_MODELS
-
-    return list(BUILTIN_MODELS)
+    return entries
 
 
 def _train_literal(field: str) -> Callable[[], list[str]]:
@@ -78,13 +46,13 @@ def _train_literal(field: str) -> Callable[[], list[str]]:
 # registry name → where its entries come from. Pools and models are open (a YAML file, a
 # module:function), so their flags list the built-in entries but take other values too.
 REGISTRIES: dict[str, Callable[[], list[str]]] = {
-    "strategies": _strategies,
-    "samplers": _samplers,
-    "objectives": _objectives,
-    "checkpoints": _checkpoints,
-    "rules": _rules,
-    "pools": _pools,
-    "models": _models,
+    "strategies": _listed("pipeline.strategies", "STRATEGIES"),  # ordered by PREFERRED_ORDER, then the rest
+    "samplers": _listed("search.study.storage", "SAMPLERS"),
+    "objectives": _listed("search.study.storage", "OBJECTIVES"),
+    "checkpoints": _listed("search.study.storage", "CHECKPOINTS"),
+    "rules": _listed("search.graph.rules", "RULES"),
+    "pools": _listed("tasks.registry", "BUILTIN_POOLS"),
+    "models": _listed("pipeline.config", "BUILTIN_MODELS"),
     "heads": _train_literal("heads"),
     "optimizers": _train_literal("optimizer"),
     "inits": _train_literal("init"),

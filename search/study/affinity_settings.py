@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import TrainConfig
-from search.study.settings import StudySettings
 from tasks.errors import LLLError
 
 MIN_TASKS = 3
@@ -39,26 +38,16 @@ class AffinityRequest:
     population: int | str = "auto"  # units a worker trains at once (lockstep K)
 
 
-def _check_pool_unchanged(study_name: str, st: StudySettings) -> None:
-    """The study's pool, built again now, must be the one the study recorded."""
-    from tasks.registry import load_pool
-
-    pool = load_pool(st.pool, st.data_dir, False, st.train_per_task, st.test_per_task)
-    if pool.fingerprint() != st.pool_fingerprint or tuple(pool.names) != tuple(st.tasks):
-        raise LLLError(
-            f"pool {st.pool!r} has changed since study {study_name!r} started (different fingerprint); "
-            "measure its graph with the same pool file and data, or give --pool without --study"
-        )
-
-
 def _study_settings(req: AffinityRequest) -> tuple[dict[str, Any], Any, str, int, int, dict]:
-    from search.study.storage import load_study, open_storage, study_settings
+    from search.study.storage import check_pool_unchanged, load_study, open_storage, study_settings
 
     study = load_study(req.study, open_storage(req.storage))
     st = study_settings(study)
     if req.pool is not None and req.pool != st.pool:
         raise LLLError(f"study {req.study!r} searched pool {st.pool!r}, not {req.pool!r}; drop --pool")
-    _check_pool_unchanged(req.study, st)
+    check_pool_unchanged(
+        req.study, st, "measure its graph with the same pool file and data, or give --pool without --study"
+    )
     name = req.strategy or st.strategies[0]
     base_seed = st.seed if req.seed is None else req.seed
     n_seeds = req.seeds or st.seeds

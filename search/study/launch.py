@@ -28,6 +28,7 @@ from search.study.scheduler import start_early
 from search.study.settings import StudySettings, build
 from search.study.storage import (
     DEFAULT_STORAGE,
+    check_pool_unchanged,
     check_sampler,
     create_study,
     default_sampler,
@@ -204,11 +205,7 @@ def _resume(req: SearchRequest, storage) -> tuple[optuna.Study, StudySettings, A
     from pipeline.models import check_model_name
 
     check_model_name(settings.train.model)  # a user model's module is shipped to the workers
-    if pool.fingerprint() != settings.pool_fingerprint:
-        raise LLLError(
-            f"pool {settings.pool!r} has changed since study {req.study!r} started "
-            "(different fingerprint); resume with the same pool file and data"
-        )
+    check_pool_unchanged(req.study, settings, "resume with the same pool file and data", pool)
     if uri:
         tracking.check_tracking_uri(uri)
     return study, settings, pool, uri

@@ -209,3 +209,17 @@ def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
 def stale_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Trials left RUNNING by a search that was killed."""
     return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def check_pool_unchanged(study_name: str, settings: StudySettings, fix: str, pool: Any = None) -> None:
+    """Whatever trains a study's pool again (resume, held-out validation, the affinity graph) must
+    train the pool the study recorded: same fingerprint, same tasks. ``fix`` ends the error line;
+    ``pool`` is the pool already loaded, else it is loaded here."""
+    if pool is None:
+        from tasks.registry import load_pool
+
+        pool = load_pool(settings.pool, settings.data_dir, False, settings.train_per_task, settings.test_per_task)
+    if pool.fingerprint() != settings.pool_fingerprint or tuple(pool.names) != tuple(settings.tasks):
+        raise LLLError(
+            f"pool {settings.pool!r} has changed since study {study_name!r} started (different fingerprint); {fix}"
+        )

@@ -122,18 +122,6 @@ def check_request(study: optuna.Study, settings: StudySettings, k: int, given: S
     return heldout_seeds(settings.seed, DEFAULT_HELDOUT, search_seeds(study, settings), given)
 
 
-def check_pool_unchanged(study_name: str, settings: StudySettings) -> None:
-    """Validation trains the study's pool again: it must be the pool the study recorded."""
-    from tasks.registry import load_pool
-
-    pool = load_pool(settings.pool, settings.data_dir, False, settings.train_per_task, settings.test_per_task)
-    if pool.fingerprint() != settings.pool_fingerprint or tuple(pool.names) != tuple(settings.tasks):
-        raise LLLError(
-            f"pool {settings.pool!r} has changed since study {study_name!r} started (different fingerprint); "
-            "validate with the same pool file and data"
-        )
-
-
 def jobs_for(settings: StudySettings, top: list[Job]) -> list[Job]:
     """The top candidates, then the baselines with the first candidate's strategy and λ: the pool's
     given order and RANDOM_BASELINES random orderings drawn from the study's seed."""

@@ -9,42 +9,51 @@ import typer
 
 from search.cli.choices import one_of
 from search.cli.commands.common import err, out
+from search.cli.options import DataDir, Pool, RayAddress, StorageWithStudy, Workers
+
+# The flags only `lll affinity` has (the shared ones are in search/cli/options.py).
+FromStudy = Annotated[str | None, typer.Option(help="Take pool/settings from this study; harvest its trials")]
+OutPath = Annotated[Path, typer.Option("--out", help="GraphML file (a PNG is written beside it)")]
+Recommend = Annotated[
+    bool, typer.Option(help="Print the zero-shot pick: predicted ACC, interval, the rules' picks, trust")
+]
+MeasureWith = Annotated[
+    str | None,
+    typer.Option(parser=one_of("strategies", "strategy"), help="Measure with: {strategies} [default: naive / study's]"),
+]
+PairSeeds = Annotated[
+    int | None, typer.Option(help="Seeds of pair trainings, averaged; ≥ 2 measure their noise [default: 1]")
+]
+FirstSeed = Annotated[int | None, typer.Option(help="First seed [default: 0 / the study's]")]
+StudyEpochs = Annotated[int | None, typer.Option(help="Epochs per task [default: 10 / the study's]")]
+StudyTrackingUri = Annotated[str | None, typer.Option(help="MLflow store [default: the study's; none without]")]
+Measure = Annotated[bool, typer.Option(help="Run the single/pair orderings (--no-measure: study only)")]
+Top = Annotated[int, typer.Option(help="How many orderings --recommend lists")]
+Population = Annotated[str, typer.Option(help="Task-trainings a worker runs at once as one stacked model (K), or auto")]
+Rule = Annotated[
+    str | None,
+    typer.Option(parser=one_of("rules", "--rule"), help="With --recommend: {rules} instead of the graph model"),
+]
 
 
 def affinity(
-    pool: Annotated[str | None, typer.Option(help="Pool ({pools}) or YAML file [default: mixed-mnist]")] = None,
-    study: Annotated[str | None, typer.Option(help="Take pool/settings from this study; harvest its trials")] = None,
-    storage: Annotated[str, typer.Option(help="Optuna storage URL (with --study)")] = "sqlite:///optuna.db",
-    out_path: Annotated[Path, typer.Option("--out", help="GraphML file (a PNG is written beside it)")] = Path(
-        "affinity.graphml"
-    ),
-    recommend: Annotated[
-        bool, typer.Option(help="Print the zero-shot pick: predicted ACC, interval, the rules' picks, trust")
-    ] = False,
-    strategy: Annotated[
-        str | None,
-        typer.Option(
-            parser=one_of("strategies", "strategy"), help="Measure with: {strategies} [default: naive / study's]"
-        ),
-    ] = None,
-    seeds: Annotated[
-        int | None, typer.Option(help="Seeds of pair trainings, averaged; ≥ 2 measure their noise [default: 1]")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="First seed [default: 0 / the study's]")] = None,
-    workers: Annotated[int | None, typer.Option(help="Ray worker actors [default: one per CPU]")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs per task [default: 10 / the study's]")] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store [default: the study's; none without]")] = None,
-    measure: Annotated[bool, typer.Option(help="Run the single/pair orderings (--no-measure: study only)")] = True,
-    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (HOST:PORT)")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="MNIST IDX folder (full MNIST)")] = None,
-    top: Annotated[int, typer.Option(help="How many orderings --recommend lists")] = 3,
-    population: Annotated[
-        str, typer.Option(help="Task-trainings a worker runs at once as one stacked model (K), or auto")
-    ] = "auto",
-    rule: Annotated[
-        str | None,
-        typer.Option(parser=one_of("rules", "--rule"), help="With --recommend: {rules} instead of the graph model"),
-    ] = None,
+    pool: Pool = None,
+    study: FromStudy = None,
+    storage: StorageWithStudy = "sqlite:///optuna.db",
+    out_path: OutPath = Path("affinity.graphml"),
+    recommend: Recommend = False,
+    strategy: MeasureWith = None,
+    seeds: PairSeeds = None,
+    seed: FirstSeed = None,
+    workers: Workers = None,
+    epochs: StudyEpochs = None,
+    tracking_uri: StudyTrackingUri = None,
+    measure: Measure = True,
+    ray_address: RayAddress = None,
+    data_dir: DataDir = None,
+    top: Top = 3,
+    population: Population = "auto",
+    rule: Rule = None,
 ) -> None:
     """Measure how tasks help (transfer) or hurt (interference) each other; write the task-affinity
     graph as GraphML + PNG; with --recommend, the zero-shot pick it records in MLflow."""

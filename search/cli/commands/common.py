@@ -15,7 +15,6 @@ from tasks.errors import LLLError
 
 __all__ = ["LLLError"]
 
-HEADS_HELP = "{heads} (growing: class-incremental) [default: the pool's]"
 out = Console()
 err = Console(stderr=True)
 

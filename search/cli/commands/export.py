@@ -8,18 +8,17 @@ from typing import Annotated
 import typer
 
 from search.cli.commands.common import err, open_study, out, parse_ints
+from search.cli.options import HeldoutSeeds, Storage, StudyName
 
 
 def export(
-    study: Annotated[str, typer.Option(help="Study name")],
-    storage: Annotated[str, typer.Option(help="Optuna storage URL")] = "sqlite:///optuna.db",
+    study: StudyName,
+    storage: Storage = "sqlite:///optuna.db",
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the recommendation JSON here")] = None,
     validate: Annotated[
         int | None, typer.Option(help="First retrain the top K orderings on held-out seeds (resumes a killed one)")
     ] = None,
-    heldout_seeds: Annotated[
-        str | None, typer.Option(help="Held-out seeds for --validate, e.g. 100,101,102 [default: 3 unused seeds]")
-    ] = None,
+    heldout_seeds: HeldoutSeeds = None,
     workers: Annotated[int | None, typer.Option(help="Ray workers for --validate [default: one per CPU]")] = None,
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow tracking URI for --validate's runs [default: the study's]")
@@ -57,13 +56,13 @@ def run_validation(study, k: int, seeds: list[int] | None, workers: int | None, 
     from pipeline import tracking
     from search.study.cluster import connect
     from search.study.driver import Resources, worker_spec
-    from search.study.storage import study_settings
-    from search.study.validation import check_pool_unchanged, check_request, validate
+    from search.study.storage import check_pool_unchanged, study_settings
+    from search.study.validation import check_request, validate
     from tasks.errors import LLLError
 
     settings = study_settings(study)
     held = check_request(study, settings, k, seeds)
-    check_pool_unchanged(study.study_name, settings)
+    check_pool_unchanged(study.study_name, settings, "validate with the same pool file and data")
     if uri is None:
         if settings.tracking_uri_masked:
             raise LLLError("this study logs to a password-protected tracking store; pass --tracking-uri")

@@ -8,11 +8,12 @@ from typing import Annotated
 import typer
 
 from search.cli.commands.common import open_study, out
+from search.cli.options import Storage, StudyName
 
 
 def report(
-    study: Annotated[str, typer.Option(help="Study name")],
-    storage: Annotated[str, typer.Option(help="Optuna storage URL")] = "sqlite:///optuna.db",
+    study: StudyName,
+    storage: Storage = "sqlite:///optuna.db",
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the plots")] = Path("report"),
 ) -> None:
     """Draw a study's plots (Pareto front, ACC distribution, history, recommended R) to a folder."""

@@ -9,7 +9,6 @@ import typer
 
 from search.cli.choices import one_of
 from search.cli.commands.common import (
-    HEADS_HELP,
     LLLError,
     config_section,
     err,
@@ -22,6 +21,7 @@ from search.cli.commands.common import (
     print_sizes,
     validated,
 )
+from search.cli.options import BatchSize, Download, Epochs, Heads, Hidden, Lr, Optimizer
 
 RUN_FLAGS = {
     "pool": "--pool",
@@ -100,22 +100,20 @@ def run(
     model: Annotated[
         str | None, typer.Option(help="{models} | module:function (your own) [default: the pool's, else mlp]")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs per task [default: 10]")] = None,
-    hidden: Annotated[str | None, typer.Option(help="Hidden sizes, e.g. 50,50,50")] = None,
-    heads: Annotated[str | None, typer.Option(parser=one_of("heads", "--heads"), help=HEADS_HELP)] = None,
-    optimizer: Annotated[
-        str | None, typer.Option(parser=one_of("optimizers", "--optimizer"), help="{optimizers} [default: sgd]")
-    ] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate [default: 0.01]")] = None,
+    epochs: Epochs = None,
+    hidden: Hidden = None,
+    heads: Heads = None,
+    optimizer: Optimizer = None,
+    lr: Lr = None,
     momentum: Annotated[float | None, typer.Option(help="SGD momentum [default: 0.9]")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size [default: 32]")] = None,
+    batch_size: BatchSize = None,
     init: Annotated[str | None, typer.Option(parser=one_of("inits", "--init"), help="{inits} [default: he]")] = None,
     clip: Annotated[float | None, typer.Option(help="Gradient-norm clip, 0 = off [default: 1.0]")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda [default: auto]")] = None,
     train_per_task: Annotated[int | None, typer.Option(help="Training images per task [default: 1000]")] = None,
     test_per_task: Annotated[int | None, typer.Option(help="Test images per task [default: 500]")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Folder with MNIST IDX files (switches to full MNIST)")] = None,
-    download: Annotated[bool, typer.Option(help="Download MNIST into --data-dir when missing")] = False,
+    download: Download = False,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write R and metrics as JSON here")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI [default: sqlite:///mlflow.db]")] = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not record the run in MLflow")] = False,

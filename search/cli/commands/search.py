@@ -9,7 +9,21 @@ from typing import Annotated, Any
 import typer
 
 from search.cli.choices import list_of, one_of
-from search.cli.commands.common import HEADS_HELP, LLLError, err, merge, out, parse_ints, parse_options, validated
+from search.cli.commands.common import LLLError, err, merge, out, parse_ints, parse_options, validated
+from search.cli.options import (
+    BatchSize,
+    DataDir,
+    Download,
+    Epochs,
+    Heads,
+    HeldoutSeeds,
+    Hidden,
+    Lr,
+    Optimizer,
+    Pool,
+    RayAddress,
+    Workers,
+)
 
 
 def parse_strategy_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -23,157 +37,198 @@ def parse_strategy_options(items: list[str] | None) -> dict[str, dict[str, Any]]
     return outd
 
 
+# The flags only `lll search` has (the shared ones are in search/cli/options.py).
+FixLambda = Annotated[float | None, typer.Option("--lambda", help="Fix λ (otherwise searched per strategy)")]
+StrategyOptions = Annotated[list[str] | None, typer.Option(help="STRATEGY:KEY=VALUE (repeatable)")]
+Strategies = Annotated[
+    str | None,
+    typer.Option(parser=list_of("strategies", "strategy"), help="Comma-separated: {strategies} [default: ewc,si,agem]"),
+]
+Objective = Annotated[
+    str | None,
+    typer.Option(parser=one_of("objectives", "--objective"), help="{objectives} (both: Pareto) [default: acc]"),
+]
+Trials = Annotated[int | None, typer.Option(help="Trials in the study [default: 24; exhaustive: T!]")]
+TimeBudget = Annotated[
+    float | None, typer.Option(help="Stop starting trials S s after start (wall clock, worker boot included)")
+]
+CpusPerWorker = Annotated[float, typer.Option(help="CPUs per worker actor")]
+GpusPerWorker = Annotated[float, typer.Option(help="GPUs per worker (fractions share a GPU)")]
+SeedsPerCandidate = Annotated[int | None, typer.Option(help="Seeds per candidate (objective = mean) [default: 2]")]
+BaseSeed = Annotated[int | None, typer.Option(help="Base seed of sampler and training [default: 0]")]
+NewStudy = Annotated[str | None, typer.Option(help="Study name [default: POOL-DATE-TIME]")]
+SearchStorage = Annotated[str, typer.Option(help="Optuna storage (SQLAlchemy URL)")]
+TrackingUri = Annotated[str, typer.Option(help="MLflow tracking URI")]
+Resume = Annotated[bool, typer.Option(help="Continue --study where it stopped")]
+Exhaustive = Annotated[bool, typer.Option(help="Every ordering of a small pool (T ≤ 7)")]
+Prune = Annotated[bool, typer.Option(help="Stop clearly worse orderings early")]
+CacheMb = Annotated[int, typer.Option(help="Per-worker prefix cache size in MiB (0 = off)")]
+Checkpoints = Annotated[
+    str | None, typer.Option(parser=one_of("checkpoints", "--checkpoints"), help="{checkpoints} [default: final]")
+]
+FixOrder = Annotated[str | None, typer.Option(help="Fix the order; search strategies/λ only")]
+Model = Annotated[str | None, typer.Option(help="{models} | module:function [default: the pool's, else mlp]")]
+Device = Annotated[str | None, typer.Option(help="Where workers train: auto | cpu | cuda | cuda:N [default: auto]")]
+TrainPerTask = Annotated[int | None, typer.Option(help="Training images per task")]
+TestPerTask = Annotated[int | None, typer.Option(help="Test images per task")]
+SeedFromGraph = Annotated[
+    bool, typer.Option(help="Measure the task-affinity graph first; try its best orderings first")
+]
+Population = Annotated[
+    str | None,
+    typer.Option(help="Task-trainings a worker trains at once as one stacked model (K), or auto [default: auto]"),
+]
+Sampler = Annotated[
+    str | None,
+    typer.Option(
+        parser=one_of("samplers", "--sampler"),
+        help="{samplers} (model: a GP over orderings) [default: model; both: tpe; resume: stored]",
+    ),
+]
+Validate = Annotated[
+    int | None,
+    typer.Option(help="At the end, retrain the top K orderings on held-out seeds (0 = off; try 3) [default: 0]"),
+]
+
+
 def search(
-    pool: Annotated[str | None, typer.Option(help="Pool ({pools}) or YAML file [default: mixed-mnist]")] = None,
-    strategies: Annotated[
-        str | None,
-        typer.Option(
-            parser=list_of("strategies", "strategy"), help="Comma-separated: {strategies} [default: ewc,si,agem]"
-        ),
-    ] = None,
-    lam: Annotated[float | None, typer.Option("--lambda", help="Fix λ (otherwise searched per strategy)")] = None,
-    option: Annotated[list[str] | None, typer.Option(help="STRATEGY:KEY=VALUE (repeatable)")] = None,
-    objective: Annotated[
-        str | None,
-        typer.Option(parser=one_of("objectives", "--objective"), help="{objectives} (both: Pareto) [default: acc]"),
-    ] = None,
-    trials: Annotated[int | None, typer.Option(help="Trials in the study [default: 24; exhaustive: T!]")] = None,
-    time_budget: Annotated[
-        float | None, typer.Option(help="Stop starting trials S s after start (wall clock, worker boot included)")
-    ] = None,
-    workers: Annotated[int | None, typer.Option(help="Ray worker actors [default: one per CPU]")] = None,
-    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker actor")] = 1.0,
-    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (fractions share a GPU)")] = 0.0,
-    seeds: Annotated[int | None, typer.Option(help="Seeds per candidate (objective = mean) [default: 2]")] = None,
-    seed: Annotated[int | None, typer.Option(help="Base seed of sampler and training [default: 0]")] = None,
-    study: Annotated[str | None, typer.Option(help="Study name [default: POOL-DATE-TIME]")] = None,
-    storage: Annotated[str, typer.Option(help="Optuna storage (SQLAlchemy URL)")] = "sqlite:///optuna.db",
-    tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI")] = "sqlite:///mlflow.db",
-    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (HOST:PORT)")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue --study where it stopped")] = False,
-    exhaustive: Annotated[bool, typer.Option(help="Every ordering of a small pool (T ≤ 7)")] = False,
-    prune: Annotated[bool, typer.Option(help="Stop clearly worse orderings early")] = True,
-    cache_mb: Annotated[int, typer.Option(help="Per-worker prefix cache size in MiB (0 = off)")] = 1024,
-    checkpoints: Annotated[
-        str | None, typer.Option(parser=one_of("checkpoints", "--checkpoints"), help="{checkpoints} [default: final]")
-    ] = None,
-    order: Annotated[str | None, typer.Option(help="Fix the order; search strategies/λ only")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs per task [default: 10]")] = None,
-    hidden: Annotated[str | None, typer.Option(help="Hidden sizes, e.g. 50,50,50")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate [default: 0.01]")] = None,
-    optimizer: Annotated[
-        str | None, typer.Option(parser=one_of("optimizers", "--optimizer"), help="{optimizers} [default: sgd]")
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size [default: 32]")] = None,
-    heads: Annotated[str | None, typer.Option(parser=one_of("heads", "--heads"), help=HEADS_HELP)] = None,
-    model: Annotated[
-        str | None, typer.Option(help="{models} | module:function [default: the pool's, else mlp]")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="Where workers train: auto | cpu | cuda | cuda:N [default: auto]")
-    ] = None,
-    train_per_task: Annotated[int | None, typer.Option(help="Training images per task")] = None,
-    test_per_task: Annotated[int | None, typer.Option(help="Test images per task")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="MNIST IDX folder (full MNIST)")] = None,
-    download: Annotated[bool, typer.Option(help="Download MNIST into --data-dir when missing")] = False,
-    seed_from_graph: Annotated[
-        bool, typer.Option(help="Measure the task-affinity graph first; try its best orderings first")
-    ] = False,
-    population: Annotated[
-        str | None,
-        typer.Option(help="Task-trainings a worker trains at once as one stacked model (K), or auto [default: auto]"),
-    ] = None,
-    sampler: Annotated[
-        str | None,
-        typer.Option(
-            parser=one_of("samplers", "--sampler"),
-            help="{samplers} (model: a GP over orderings) [default: model; both: tpe; resume: stored]",
-        ),
-    ] = None,
-    validate: Annotated[
-        int | None,
-        typer.Option(help="At the end, retrain the top K orderings on held-out seeds (0 = off; try 3) [default: 0]"),
-    ] = 0,
-    heldout_seeds: Annotated[
-        str | None, typer.Option(help="Held-out seeds for --validate, e.g. 100,101,102 [default: 3 unused seeds]")
-    ] = None,
+    pool: Pool = None,
+    strategies: Strategies = None,
+    lam: FixLambda = None,
+    option: StrategyOptions = None,
+    objective: Objective = None,
+    trials: Trials = None,
+    time_budget: TimeBudget = None,
+    workers: Workers = None,
+    cpus_per_worker: CpusPerWorker = 1.0,
+    gpus_per_worker: GpusPerWorker = 0.0,
+    seeds: SeedsPerCandidate = None,
+    seed: BaseSeed = None,
+    study: NewStudy = None,
+    storage: SearchStorage = "sqlite:///optuna.db",
+    tracking_uri: TrackingUri = "sqlite:///mlflow.db",
+    ray_address: RayAddress = None,
+    resume: Resume = False,
+    exhaustive: Exhaustive = False,
+    prune: Prune = True,
+    cache_mb: CacheMb = 1024,
+    checkpoints: Checkpoints = None,
+    order: FixOrder = None,
+    epochs: Epochs = None,
+    hidden: Hidden = None,
+    lr: Lr = None,
+    optimizer: Optimizer = None,
+    batch_size: BatchSize = None,
+    heads: Heads = None,
+    model: Model = None,
+    device: Device = None,
+    train_per_task: TrainPerTask = None,
+    test_per_task: TestPerTask = None,
+    data_dir: DataDir = None,
+    download: Download = False,
+    seed_from_graph: SeedFromGraph = False,
+    population: Population = None,
+    sampler: Sampler = None,
+    validate: Validate = 0,
+    heldout_seeds: HeldoutSeeds = None,
 ) -> None:
     """Search task orderings × strategy × λ with Optuna on Ray workers; record every trial in MLflow."""
-    from search.study.launch import SearchRequest, prepare, run_search
+    from search.study.launch import prepare, run_search
 
-    if sampler is not None:
-        from search.study.storage import check_sampler
-
-        check_sampler(sampler, objective or "acc")
-    if trials is not None and trials < 1:
-        raise LLLError("--trials must be at least 1")
-    if seeds is not None and seeds < 1:
-        raise LLLError("--seeds must be at least 1")
-    train = merge(
-        {},
-        model=model,
-        epochs=epochs,
-        hidden=parse_ints(hidden, "--hidden"),
-        lr=lr,
-        optimizer=optimizer,
-        batch_size=batch_size,
-        heads=heads,
-        device=device,
-    )
-    from pipeline.config import TrainConfig
-
-    validated(TrainConfig, train, "settings")
-    if device is not None and not ray_address:  # local workers see this machine's GPUs
-        from pipeline.train import pick_device
-
-        pick_device(device)
-    if not resume:  # a new study starts from the pool's training defaults; flags override them
-        from search.cli.commands.run import pool_train_defaults
-
-        train = {**pool_train_defaults(pool, data_dir), **train}
-        from pipeline.models import check_model_name
-
-        check_model_name(train.get("model"))  # imported now: fails before Ray, and is shipped to workers
-    req = SearchRequest(
-        pool=pool,
-        strategies=[s.strip() for s in strategies.split(",") if s.strip()] if strategies else None,
-        lam=lam,
-        options=parse_strategy_options(option),
-        objective=objective,
-        trials=trials,
-        time_budget=time_budget,
-        workers=workers,
-        cpus_per_worker=cpus_per_worker,
-        gpus_per_worker=gpus_per_worker,
-        seeds=seeds,
-        seed=seed,
-        study=study,
-        storage=storage,
-        tracking_uri=tracking_uri,
-        ray_address=ray_address,
-        resume=resume,
-        exhaustive=exhaustive,
-        prune=prune,
-        checkpoints=checkpoints,
-        train=train,
-        data_dir=data_dir,
-        download=download,
-        train_per_task=train_per_task,
-        test_per_task=test_per_task,
-        order=[s.strip() for s in order.split(",")] if order else None,
-        cache_mb=cache_mb,
-        seed_from_graph=seed_from_graph,
-        population=population,
-        sampler=sampler,
-        validate=validate,
-        heldout_seeds=parse_ints(heldout_seeds, "--heldout-seeds"),
-    )
+    req = search_request(dict(locals()))  # every flag by name
     if seed_from_graph:
         err.print("measuring the task-affinity graph (every single task and pair) to seed the study ...")
     prepared = prepare(req)  # every check that can fail does so before the progress bar and Ray start
     with search_progress() as on_progress:
         the_study, summary, rec = run_search(req, on_progress, prepared)
     print_search_summary(the_study.study_name, summary, rec, tracking_uri, storage)
+
+
+TRAIN_FLAGS = (
+    "model",
+    "epochs",
+    "hidden",
+    "lr",
+    "optimizer",
+    "batch_size",
+    "heads",
+    "device",
+)  # the order settings store them in
+# flags that reach the SearchRequest under their own name, as typed
+REQUEST_KEYS = (
+    "pool",
+    "lam",
+    "objective",
+    "trials",
+    "time_budget",
+    "workers",
+    "cpus_per_worker",
+    "gpus_per_worker",
+    "seeds",
+    "seed",
+    "study",
+    "storage",
+    "tracking_uri",
+    "ray_address",
+    "resume",
+    "exhaustive",
+    "prune",
+    "checkpoints",
+    "data_dir",
+    "download",
+    "train_per_task",
+    "test_per_task",
+    "cache_mb",
+    "seed_from_graph",
+    "population",
+    "sampler",
+    "validate",
+)
+
+
+def search_request(f: dict[str, Any]):
+    """The SearchRequest of `lll search`'s flags ``f``, after the checks that need no pool or Ray."""
+    from search.study.launch import SearchRequest
+
+    if f["sampler"] is not None:
+        from search.study.storage import check_sampler
+
+        check_sampler(f["sampler"], f["objective"] or "acc")
+    if f["trials"] is not None and f["trials"] < 1:
+        raise LLLError("--trials must be at least 1")
+    if f["seeds"] is not None and f["seeds"] < 1:
+        raise LLLError("--seeds must be at least 1")
+    train = search_train(f)
+    strategies, order = f["strategies"], f["order"]
+    return SearchRequest(
+        **{k: f[k] for k in REQUEST_KEYS},
+        strategies=[s.strip() for s in strategies.split(",") if s.strip()] if strategies else None,
+        options=parse_strategy_options(f["option"]),
+        train=train,
+        order=[s.strip() for s in order.split(",")] if order else None,
+        heldout_seeds=parse_ints(f["heldout_seeds"], "--heldout-seeds"),
+    )
+
+
+def search_train(f: dict[str, Any]) -> dict[str, Any]:
+    """The training settings of the flags, checked; a new study starts from the pool's training
+    defaults, which the flags override (a resumed one keeps what it stored)."""
+    from pipeline.config import TrainConfig
+
+    flags = {**f, "hidden": parse_ints(f["hidden"], "--hidden")}
+    train = merge({}, **{k: flags[k] for k in TRAIN_FLAGS})
+    validated(TrainConfig, train, "settings")
+    if f["device"] is not None and not f["ray_address"]:  # local workers see this machine's GPUs
+        from pipeline.train import pick_device
+
+        pick_device(f["device"])
+    if not f["resume"]:
+        from pipeline.models import check_model_name
+        from search.cli.commands.run import pool_train_defaults
+
+        train = {**pool_train_defaults(f["pool"], f["data_dir"]), **train}
+        check_model_name(train.get("model"))  # imported now: fails before Ray, and is shipped to workers
+    return train
 
 
 def progress_text(p: dict) -> str:
