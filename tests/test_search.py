@@ -182,7 +182,7 @@ def test_exhaustive_uses_the_prefix_cache_and_matches_uncached_runs(workdir):
 
 def test_pruning_stops_worse_orderings(workdir):
     study, summary, _ = run_search(
-        request(workdir, study="prune", strategies=["naive", "ewc"], trials=16, workers=1, prune_startup=3)
+        request(workdir, study="prune", strategies=["naive", "ewc"], trials=16, workers=1, prune=True, prune_startup=3)
     )
     pruned = study.get_trials(states=(TrialState.PRUNED,))
     assert summary.pruned == len(pruned) >= 1

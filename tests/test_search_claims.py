@@ -47,7 +47,7 @@ SEARCHES = {
         *["--trials", "10", "--workers", "2", "--checkpoints", "all"],
     ],
     "prune": [
-        *["--strategies", "ewc,si", "--order", ",".join(FIXED_ORDER)],
+        *["--strategies", "ewc,si", "--order", ",".join(FIXED_ORDER), "--prune"],
         *["--trials", str(PRUNE_TRIALS), "--workers", "1", "--checkpoints", "none", "--sampler", "random"],
     ],
     "budget": ["--strategies", "naive", "--time-budget", str(BUDGET), "--workers", "1", "--checkpoints", "none"],

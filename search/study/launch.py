@@ -115,7 +115,7 @@ def new_settings(req: SearchRequest, pool, n_trials: int) -> StudySettings:
             "train": TrainConfig(**(req.train or {})),
             "population": "auto" if req.population is None else req.population,
             "checkpoints": req.checkpoints or "final",
-            "prune": True if req.prune is None else req.prune,
+            "prune": False if req.prune is None else req.prune,
             "prune_startup": req.prune_startup,
             "exhaustive": req.exhaustive,
             "trials": n_trials,

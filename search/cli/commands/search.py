@@ -61,7 +61,13 @@ SearchStorage = Annotated[str, typer.Option(help="Optuna storage (SQLAlchemy URL
 TrackingUri = Annotated[str, typer.Option(help="MLflow tracking URI")]
 Resume = Annotated[bool, typer.Option(help="Continue --study where it stopped")]
 Exhaustive = Annotated[bool, typer.Option(help="Every ordering of a small pool (T ≤ 7)")]
-Prune = Annotated[bool, typer.Option(help="Stop clearly worse orderings early")]
+Prune = Annotated[
+    bool,
+    typer.Option(
+        help="Stop an ordering whose running accuracy is in the bottom quarter at that step. Off by default: "
+        "on the ground truths it stopped most of the best orderings (docs/results.md, pruning)"
+    ),
+]
 CacheMb = Annotated[int, typer.Option(help="Per-worker prefix cache size in MiB (0 = off)")]
 Checkpoints = Annotated[
     str | None, typer.Option(parser=one_of("checkpoints", "--checkpoints"), help="{checkpoints} [default: final]")
@@ -110,7 +116,7 @@ def search(
     ray_address: RayAddress = None,
     resume: Resume = False,
     exhaustive: Exhaustive = False,
-    prune: Prune = True,
+    prune: Prune = False,
     cache_mb: CacheMb = 1024,
     checkpoints: Checkpoints = None,
     order: FixOrder = None,
