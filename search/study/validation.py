@@ -59,8 +59,10 @@ class Job:
 
 def distinct_orderings(study: optuna.Study) -> dict[Key, list[dict[str, Any]]]:
     """Finished trials grouped by (ordering, strategy, λ): each group's trials' user attributes."""
+    from search.study.recommend import latest_trials
+
     groups: dict[Key, list[dict[str, Any]]] = {}
-    for t in complete_trials(study):
+    for t in latest_trials(complete_trials(study)):
         a = t.user_attrs
         key = (tuple(a["order"]), a["strategy"], a.get("lambda"))
         groups.setdefault(key, []).append(a)
@@ -101,7 +103,7 @@ def front_keys(study: optuna.Study, settings: StudySettings) -> set[Key] | None:
 
 def search_seeds(study: optuna.Study, settings: StudySettings) -> list[int]:
     """Every seed a search trial trained on (the settings' seeds, and any a trial records itself)."""
-    seeds = set(settings.seed_list)
+    seeds = set(settings.all_seeds)  # with re-evaluation: every seed an ordering may get
     for t in study.get_trials(deepcopy=False):
         for s in t.user_attrs.get("seeds") or []:
             seeds.add(int(s))

@@ -44,7 +44,13 @@ def search(
     workers: Annotated[int | None, typer.Option(help="Ray worker actors [default: one per CPU]")] = None,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker actor")] = 1.0,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (fractions share a GPU)")] = 0.0,
-    seeds: Annotated[int | None, typer.Option(help="Seeds per candidate (objective = mean) [default: 2]")] = None,
+    seeds: Annotated[
+        int | None, typer.Option(help="Seeds a new ordering starts with (objective = mean) [default: 2]")
+    ] = None,
+    max_seeds: Annotated[
+        int | None,
+        typer.Option(help="Re-evaluate promising orderings on more seeds, up to M each [default: --seeds, off]"),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Base seed of sampler and training [default: 0]")] = None,
     study: Annotated[str | None, typer.Option(help="Study name [default: POOL-DATE-TIME]")] = None,
     storage: Annotated[str, typer.Option(help="Optuna storage (SQLAlchemy URL)")] = "sqlite:///optuna.db",
@@ -146,6 +152,7 @@ def search(
         cpus_per_worker=cpus_per_worker,
         gpus_per_worker=gpus_per_worker,
         seeds=seeds,
+        max_seeds=max_seeds,
         seed=seed,
         study=study,
         storage=storage,
@@ -277,6 +284,7 @@ def print_search_summary(name: str, summary, rec: dict | None, tracking_uri: str
     s = summary
     out.print(
         f"study {name}: {s.complete} complete, {s.pruned} pruned, {s.failed} failed"
+        + (f" ({s.reevaluated} of the complete re-evaluated an ordering on one more seed)" if s.reevaluated else "")
         + (f", {s.retried} retried after a lost worker" if s.retried else "")
         + (
             f", {s.recovered} recovered and {s.requeued} re-queued from the interrupted run"
