@@ -203,7 +203,8 @@ class SearchDriver:
         run, outcome = token
         if error is not None:
             raise LLLError(f"recording trial {run.trial.number} in MLflow failed ({error[:300]}); check --tracking-uri")
-        fault_point("after_record", trial=run.trial.number)  # tests: a kill between MLflow and Optuna
+        # tests: a kill between MLflow and Optuna (of trial N, or of the first re-evaluation)
+        fault_point("after_record", trial=run.trial.number, reevaluation=int(bool(run.reevaluate)))
         t0 = time.perf_counter()
         self.bridge.end(run, replace(outcome, mlflow_run_id=run_id))
         if self.book is not None:
