@@ -174,6 +174,21 @@ def model_scores(study: optuna.Study, keys: list[Key]) -> tuple[dict[Key, float]
     return {k: post[k[0]][0] + offset.get(k[1], 0.0) for k in keys}, float(fitted.noise_sd)
 
 
+def posterior_of(study: optuna.Study):
+    """What validation ranks its top K by (``validation.Posterior``): the model sampler's posterior
+    mean of each (ordering, strategy, λ); None when the study does not use the model sampler."""
+    from search.propose.sampler import PermutationSampler
+
+    if not isinstance(study.sampler, PermutationSampler):
+        return None
+
+    def rank(keys: list[Key]) -> dict[Key, float] | None:
+        got = model_scores(study, list(keys))
+        return got[0] if got is not None else None
+
+    return rank
+
+
 def scores(study: optuna.Study, results: dict[Key, dict[int, float]]) -> tuple[dict[Key, float], float]:
     """(score of each ordering, one seed's noise sd): the model sampler's posterior when it has one,
     else the seed mean and the noise of the additive seed fit (0 before any ordering has two seeds)."""

@@ -118,6 +118,8 @@ class StudySettings(BaseModel):
         """One JSON value per study user attribute (the format lll has always stored)."""
         attrs = self.model_dump(mode="json", by_alias=True)
         attrs["seeds_list"] = ",".join(map(str, self.seed_list))
+        if attrs["max_seeds"] is None:  # no re-evaluation: stored as before --max-seeds existed
+            del attrs["max_seeds"]
         return attrs
 
     @classmethod

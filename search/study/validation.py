@@ -34,7 +34,7 @@ DEFAULT_VALIDATE = 3
 DEFAULT_HELDOUT = 3
 PATH_PREFIX = "validation_path:"
 Key = tuple[tuple[str, ...], str, float | None]  # (ordering, strategy, λ)
-Posterior = Callable[[Sequence[Key]], dict[Key, float]]
+Posterior = Callable[[Sequence[Key]], dict[Key, float] | None]  # None: nothing to rank by
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,9 @@ def rank_top(
     def mean(key: Key, field: str) -> float:
         return sum(a[field] for a in groups[key]) / len(groups[key])
 
-    if posterior is not None:
-        scores, how = posterior(list(groups)), "the sampler's posterior mean"
+    scores = posterior(list(groups)) if posterior is not None else None
+    if scores is not None:
+        how = "the sampler's posterior mean"
     else:
         scores, how = {key: mean(key, metric) for key in groups}, f"seed-mean {metric.upper()} on the search's seeds"
     ranked = sorted(groups, key=lambda key: (-scores[key], key[0]))[:k]
@@ -305,7 +306,13 @@ def validate(
     posterior: Posterior | None = None,
 ) -> dict[str, Any]:
     """Retrain the top ``k`` and the baselines on ``seeds`` (only the paths not stored yet), record
-    them and store the ``validation`` block on the study. Ray must be connected."""
+    them and store the ``validation`` block on the study. Ray must be connected. The top ``k`` are
+    ranked by ``posterior``, by default the model sampler's posterior mean when the study uses it
+    (:func:`search.study.racing.posterior_of`), else by seed mean."""
+    if posterior is None:
+        from search.study.racing import posterior_of
+
+        posterior = posterior_of(study)
     top, how = rank_top(
         study, k, "bwt" if settings.objective == "bwt" else "acc", posterior, front_keys(study, settings)
     )
