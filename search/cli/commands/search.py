@@ -98,8 +98,8 @@ def search(
     ] = None,
     validate: Annotated[
         int | None,
-        typer.Option(help="At the end, retrain the top K orderings on held-out seeds (0 = off; try 3) [default: 0]"),
-    ] = 0,
+        typer.Option(help="At the end, retrain the top K orderings on held-out seeds (0 = off) [default: 3]"),
+    ] = None,
     heldout_seeds: Annotated[
         str | None, typer.Option(help="Held-out seeds for --validate, e.g. 100,101,102 [default: 3 unused seeds]")
     ] = None,
