@@ -20,7 +20,7 @@ $(BIN)/lll: pyproject.toml
 setup: $(BIN)/lll
 
 demo: setup
-	$(BIN)/lll search --validate 3
+	$(BIN)/lll search
 
 lint: setup
 	$(BIN)/ruff check .

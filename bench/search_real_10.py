@@ -36,7 +36,7 @@ def one_search(pool: str, sampler: str, repeat: int, args, work: Path) -> dict:
     study = f"{sampler}-{repeat}"
     cmd = [sys.executable, "-m", "search.cli.app", "search", "--pool", pool, "--strategies", "naive"]
     cmd += ["--trials", str(args.trials), "--seeds", str(args.seeds), "--seed", str(repeat), "--workers", "2"]
-    cmd += ["--sampler", sampler, "--study", study, "--epochs", str(args.epochs), "--no-prune"]
+    cmd += ["--sampler", sampler, "--study", study, "--epochs", str(args.epochs), "--no-prune", "--validate", "0"]
     cmd += ["--storage", f"sqlite:///{work}/optuna.db", "--tracking-uri", f"sqlite:///{work}/mlflow.db"]
     if args.train_per_task:
         cmd += ["--train-per-task", str(args.train_per_task), "--test-per-task", str(args.test_per_task)]

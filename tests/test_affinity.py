@@ -328,6 +328,7 @@ def test_search_seeded_from_the_graph_then_graph_of_the_study(workdir: Path) -> 
         storage=db,
         tracking_uri=mlflow_db,
         seed_from_graph=True,
+        validate=0,  # held-out validation: tests/test_validation.py
     )
     study, summary, _ = run_search(req)
     assert summary.complete == 3

@@ -160,6 +160,8 @@ def search_args(study: str, trials: int) -> list[str]:
         "--no-prune",
         "--workers",
         "2",
+        "--validate",
+        "0",
     ]
 
 

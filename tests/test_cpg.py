@@ -187,6 +187,7 @@ def test_cpg_runs_through_lll_search(workdir):
     training, the rest is starting Ray and the stores (a naive search of the same size costs as much)."""
     args = ["search", "--pool", "pool.yaml", "--strategies", "cpg", "--trials", "2", "--seeds", "1", "--epochs", "1"]
     args += ["--workers", "1", "--hidden", "16", "--option", "cpg:prune_step=0.45", "--no-prune", "--study", "cpg"]
+    args += ["--validate", "0"]
     done = lll(*args, cwd=workdir)
     assert done.returncode == 0, done.stderr
     study = optuna.load_study(study_name="cpg", storage=f"sqlite:///{workdir}/optuna.db")

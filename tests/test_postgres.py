@@ -135,7 +135,7 @@ def searched(postgres, tmp_path_factory):
     d = tmp_path_factory.mktemp("pg-search")
     (d / "pool.yaml").write_text(POOL_YAML)
     args = ["search", "--pool", "pool.yaml", "--strategies", "naive,ewc", "--trials", str(TRIALS), "--seeds", "1"]
-    args += ["--epochs", "1", "--workers", "2", "--study", "pg", "--no-prune"]
+    args += ["--epochs", "1", "--workers", "2", "--study", "pg", "--no-prune", "--validate", "0"]
     args += ["--storage", postgres.url("optuna"), "--tracking-uri", postgres.url("mlflow")]
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     res = subprocess.run(

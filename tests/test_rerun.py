@@ -41,8 +41,8 @@ def test_search_export_rerun_is_bit_for_bit(tmp_path_factory, strategy: str) -> 
     d = pool_workdir(tmp_path_factory, f"rerun-{strategy}", POOL_YAML)
     uri, storage = f"sqlite:///{d}/mlflow.db", f"sqlite:///{d}/optuna.db"
     res = lll("search", "--pool", "pool.yaml", "--strategies", strategy, "--trials", "4", "--seeds", "2",
-              "--workers", "2", "--population", "auto", "--epochs", "2", "--study", "s", "--storage", storage,
-              "--tracking-uri", uri, cwd=d, timeout=900)  # fmt: skip
+              "--validate", "0", "--workers", "2", "--population", "auto", "--epochs", "2", "--study", "s",
+              "--storage", storage, "--tracking-uri", uri, cwd=d, timeout=900)  # fmt: skip
     assert res.returncode == 0, res.stderr
     res = lll("export", "--study", "s", "--storage", storage, "--out", "order.json", cwd=d)
     assert res.returncode == 0, res.stderr
@@ -72,3 +72,48 @@ def test_search_export_rerun_is_bit_for_bit(tmp_path_factory, strategy: str) -> 
         a, b = got.values()
         assert a.keys() == b.keys() and any("strategy" in k for k in a) == (strategy == "ewc")
         assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def test_validated_search_export_rerun_reproduces_the_heldout_numbers(tmp_path_factory) -> None:
+    """The default path with validation (issue 19 point 5): `lll search` (MLP, EWC, --population auto,
+    2 workers) ends by retraining its top orderings on held-out seeds, `lll export` recommends the best
+    held-out one, and its printed rerun command (`lll run ... --seeds <held-out>`) prints the exported
+    held-out ACC and BWT exactly, each seed's R bit for bit as the validation run recorded it."""
+    d = pool_workdir(tmp_path_factory, "rerun-validated", POOL_YAML)
+    uri, storage = f"sqlite:///{d}/mlflow.db", f"sqlite:///{d}/optuna.db"
+    res = lll("search", "--pool", "pool.yaml", "--strategies", "ewc", "--trials", "3", "--seeds", "1",
+              "--workers", "2", "--population", "auto", "--epochs", "2", "--checkpoints", "none", "--study", "v",
+              "--storage", storage, "--tracking-uri", uri, cwd=d, timeout=900)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "validation on held-out seeds" in res.stdout  # on by default
+    res = lll("export", "--study", "v", "--storage", storage, "--out", "order.json", cwd=d)
+    assert res.returncode == 0, res.stderr
+    rec = json.loads((d / "order.json").read_text())
+    block = rec["validation"]
+    best = block["orderings"][block["recommended"]]
+    heldout = block["heldout_seeds"]
+    assert rec["order"] == best["order"] and len(heldout) == 3 and not set(heldout) & {0}
+    rerun_args = shlex.split(rec["rerun"])
+    assert rerun_args[rerun_args.index("--seeds") + 1] == ",".join(map(str, heldout))
+    res = lll(*rerun_args[1:], "--tracking-uri", uri, "--experiment", "rerun", "--out", "rerun.json", cwd=d)
+    assert res.returncode == 0, res.stderr
+    rerun = json.loads((d / "rerun.json").read_text())
+
+    assert rerun["acc"] == best["heldout_acc"]["mean"] and rerun["bwt"] == best["heldout_bwt"]["mean"]
+    client = MlflowClient(uri)
+    parent = client.get_run(client.search_runs([client.get_experiment_by_name("v").experiment_id],
+                                               "tags.`lll.kind` = 'search'")[0].info.run_id)  # fmt: skip
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`lll.kind` = 'validation' "
+        f"and tags.`lll.role` = 'top' and params.order = '{','.join(best['order'])}'",
+    )
+    assert len(runs) == 1
+    for s, mine in zip(heldout, rerun["per_seed"], strict=True):
+        assert mine["seed"] == s and mine["tasks"] == best["order"]
+        validated = RMatrix.from_json(
+            client.download_artifacts(runs[0].info.run_id, f"per_seed/R_seed{s}.json", str(d))
+        )
+        assert np.array_equal(np.array(mine["R"]), validated.values), s
+        r = RMatrix(mine["tasks"], np.array(mine["R"]))
+        assert (r.acc(), r.bwt()) == (best["per_seed"][str(s)]["acc"], best["per_seed"][str(s)]["bwt"])

@@ -227,7 +227,7 @@ def test_killed_model_search_resumes_and_covers_every_ordering_once(tmp_path):
     across a SIGKILL and a resume (finished and pending trials are never proposed again)."""
     (tmp_path / "pool.yaml").write_text(tiny_pool_yaml("tiny-scale", 120, 60))
     args = ["search", "--pool", "pool.yaml", "--strategies", "naive", "--trials", "6", "--seeds", "1"]
-    args += ["--epochs", "3", "--study", "m", "--no-prune", "--workers", "2", "--sampler", "model"]
+    args += ["--epochs", "3", "--study", "m", "--no-prune", "--workers", "2", "--sampler", "model", "--validate", "0"]
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "search.cli", *args],
@@ -250,7 +250,7 @@ def test_killed_model_search_resumes_and_covers_every_ordering_once(tmp_path):
     assert proc.poll() is None, "the search finished before it could be killed; make it longer"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    res = lll("search", "--study", "m", "--resume", cwd=tmp_path)
+    res = lll("search", "--study", "m", "--resume", "--validate", "0", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     study = optuna.load_study(study_name="m", storage=storage)
     assert study.user_attrs["sampler"] == "model"

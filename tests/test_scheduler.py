@@ -33,6 +33,7 @@ from search.study.unit_table import unit_key
 ROOT = Path(__file__).resolve().parent.parent
 POOL_YAML = tiny_pool_yaml("tiny-sched", 32, 32)
 FAST = ["--strategies", "naive", "--seeds", "1", "--epochs", "1", "--hidden", "16", "--checkpoints", "none"]
+FAST += ["--validate", "0"]  # held-out validation: tests/test_validation.py
 
 
 def U(*order: str, seed: int = 0) -> Unit:
@@ -177,7 +178,7 @@ def runs(tmp_path_factory) -> dict:
     killed = search(d, "--exhaustive", "--study", "k", "--population", "1", fault="kill-on-trial@after_record:2")
     storage = f"sqlite:///{d}/optuna.db"
     stale = optuna.load_study(study_name="k", storage=storage).trials[2].state
-    resumed = lll("search", "--study", "k", "--resume", "--population", "1", cwd=d, timeout=600)
+    resumed = lll("search", "--study", "k", "--resume", "--population", "1", "--validate", "0", cwd=d, timeout=600)
     return {"dir": d, "storage": storage, "retry": retry, "killed": killed, "stale": stale, "resumed": resumed}
 
 

@@ -225,6 +225,8 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(workdir):
         "--no-prune",
         "--workers",
         "2",
+        "--validate",
+        "0",
     ]
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     proc = subprocess.Popen(
@@ -253,7 +255,7 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(workdir):
     proc.wait()
     time.sleep(1)
 
-    res = lll("search", "--study", "k", "--resume", cwd=d)
+    res = lll("search", "--study", "k", "--resume", "--validate", "0", cwd=d)
     assert res.returncode == 0, res.stderr
     s = optuna.load_study(study_name="k", storage=storage)
     complete = s.get_trials(states=(TrialState.COMPLETE,))

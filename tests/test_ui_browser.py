@@ -112,7 +112,7 @@ def searched(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("ui")
     (d / "pool.yaml").write_text(POOL_YAML)
     args = ["search", "--pool", "pool.yaml", "--strategies", "naive", "--trials", str(TRIALS), "--seeds", "1"]
-    args += ["--epochs", "1", "--workers", "1", "--study", STUDY]
+    args += ["--epochs", "1", "--workers", "1", "--study", STUDY, "--validate", "0"]
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     res = subprocess.run(
         [sys.executable, "-m", "search.cli", *args], cwd=d, env=env, capture_output=True, text=True, timeout=600

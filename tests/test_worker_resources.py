@@ -57,7 +57,7 @@ def test_gpu_share_and_device_reach_the_workers(head: tuple[str, dict], tmp_path
     (tmp_path / "pool.yaml").write_text(tiny_pool_yaml("tiny-gpu", 32, 32))
     args = ["search", "--ray-address", address, "--pool", "pool.yaml", "--strategies", "naive", "--trials", "4"]
     args += ["--seeds", "1", "--epochs", "1", "--hidden", "16", "--checkpoints", "none", "--study", "gpu"]
-    args += ["--workers", "2", "--gpus-per-worker", "0.5", "--device", "cpu"]
+    args += ["--workers", "2", "--gpus-per-worker", "0.5", "--device", "cpu", "--validate", "0"]
     res = subprocess.run(
         [sys.executable, "-m", "search.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )

@@ -144,6 +144,7 @@ def test_seeds_zero_and_a_pool_of_two_tasks_are_one_line_each(workdir: Path) -> 
 @pytest.mark.e2e
 def test_an_affinity_study_whose_pool_changed_is_refused(workdir: Path) -> None:
     args = ["search", "--pool", "pool.yaml", "--strategies", "naive", "--trials", "1", "--seeds", "1"]
+    args += ["--validate", "0"]
     res = lll(*args, "--epochs", "1", "--workers", "1", "--study", "s", "--checkpoints", "none", cwd=workdir)
     assert res.returncode == 0, res.stderr
     ok = lll("affinity", "--study", "s", "--no-measure", "--out", "s.graphml", cwd=workdir, timeout=120)

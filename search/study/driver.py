@@ -22,6 +22,7 @@ from pipeline.faults import fault_point
 from pipeline.units import Unit
 from search.study.optuna_bridge import BEST_LABEL, OptunaBridge, TrialRun
 from search.study.outcome import State, TrialOutcome
+from search.study.racing import SeedBook, key_of
 from search.study.recording import Recorder, StudyContext, trial_record
 from search.study.resume import recover
 from search.study.scheduler import Scheduler, WorkerSpec
@@ -61,6 +62,7 @@ class SearchSummary:
     reused: int = 0  # task-trainings taken from a worker's prefix cache
     rebuilt: int = 0  # extra task-trainings: a prefix trained again on a worker that did not hold it
     saved_by_pruning: int = 0  # task-trainings not run because a trial was pruned
+    reevaluated: int = 0  # complete re-evaluations: one more seed for a promising ordering (racing.py)
     recovered: int = 0  # stale trials found already recorded on resume
     requeued: int = 0  # stale trials re-run on resume
     seconds: float = 0.0
@@ -109,6 +111,7 @@ class SearchDriver:
         self.asked = 0
         self.to_run = 0
         self.done_before = 0
+        self.book: SeedBook | None = None  # per-seed results and the race (re-evaluation), set in run()
 
     # ---- budget ------------------------------------------------------------------------------
     def _time_left(self) -> bool:
@@ -127,7 +130,11 @@ class SearchDriver:
         want = workers + 1 if not exhaustive else min(cap - running, ASK_CHUNK)
         while len(self.queue) < want and self.asked < self.to_run and self._time_left():
             t0 = time.perf_counter()
-            self.queue.append(self.bridge.ask())
+            self._race()
+            run = self.bridge.ask()
+            if run.reevaluate and self.book is not None:
+                self.book.enqueued.discard((key_of(run.reevaluate), run.seeds[0]))
+            self.queue.append(run)
             self.asked += 1
             self._clock("ask", t0)
         while running < cap and self.queue:
@@ -137,9 +144,18 @@ class SearchDriver:
             running = len({self._identity(r) for r in self.active if r.state == "running"})
             self._next(run)
 
+    def _race(self) -> None:
+        """Re-evaluation: enqueue one more seed for a promising ordering when the race says so."""
+        if self.book is None or not self.book.on:
+            return
+        busy = {(key_of(r.reevaluate), r.seeds[0]) for r in self.queue + self.active if r.reevaluate}
+        pick = self.book.next(self.study, busy)
+        if pick is not None:
+            self.book.enqueue(self.study, *pick)
+
     @staticmethod
     def _identity(run: TrialRun) -> tuple:
-        return run.candidate.order, run.candidate.strategy.model_dump_json()
+        return run.candidate.order, run.candidate.strategy.model_dump_json(), tuple(run.seeds)
 
     def _cached(self, run: TrialRun) -> tuple[int, int]:
         """(tasks of the ordering already trained for its first seed, -trial number): what to start first."""
@@ -173,16 +189,26 @@ class SearchDriver:
         """Record the trial in MLflow (background thread); Optuna is told once the record is written."""
         self.sched.cancel(run)
         run.state = "recording"
+        if run.reevaluate and self.book is not None:
+            run.prior = self.book.prior(key_of(run.reevaluate))
         outcome = self.bridge.outcome(run, state, reason)
+        if self.book is not None:
+            if state == "complete":
+                self.book.note(outcome, run.trial.params)
+            elif run.reevaluate:
+                self.book.gave_up.add(key_of(run.reevaluate))
         self.recorder.submit((run, outcome), trial_record(self.ctx, outcome))
 
     def _on_written(self, token: tuple, run_id: str | None, error: str | None) -> None:
         run, outcome = token
         if error is not None:
             raise LLLError(f"recording trial {run.trial.number} in MLflow failed ({error[:300]}); check --tracking-uri")
-        fault_point("after_record", trial=run.trial.number)  # tests: a kill between MLflow and Optuna
+        # tests: a kill between MLflow and Optuna (of trial N, or of the first re-evaluation)
+        fault_point("after_record", trial=run.trial.number, reevaluation=int(bool(run.reevaluate)))
         t0 = time.perf_counter()
         self.bridge.end(run, replace(outcome, mlflow_run_id=run_id))
+        if self.book is not None:
+            self.book.written(outcome, run_id)
         self._count(run, outcome)
         run.state = "done"
         self.active.remove(run)
@@ -193,6 +219,7 @@ class SearchDriver:
         s = self.summary
         if outcome.state == "complete":
             s.complete += 1
+            s.reevaluated += int(bool(run.reevaluate))
             s.trained += run.trained
             s.reused += run.reused
             s.rebuilt += run.rebuilt
@@ -238,6 +265,7 @@ class SearchDriver:
             self.bridge.enqueue_exhaustive(list(st.tasks))
             # Every trial is enqueued: TPE's model (fitted on every ask, 0.1-0.25 s each) is not used.
             self.study.sampler = optuna.samplers.RandomSampler(seed=st.seed)
+        self.book = SeedBook(self.study, st)
         self.done_before = len(finished_trials(self.study))
         self.to_run = max(0, st.trials - self.done_before)
         self._notify()

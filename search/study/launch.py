@@ -59,6 +59,7 @@ class SearchRequest:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     seeds: int | None = None
+    max_seeds: int | None = None  # re-evaluation: the most seeds an ordering gets [default: --seeds, off]
     seed: int | None = None
     study: str | None = None
     storage: str = DEFAULT_STORAGE
@@ -97,6 +98,7 @@ def new_settings(req: SearchRequest, pool, n_trials: int) -> StudySettings:
         if len(strategies) != 1:
             raise LLLError("--exhaustive needs exactly one strategy, e.g. --strategies ewc (λ fixed by --lambda)")
     SearchSpace(pool.names, strategies, req.lam, req.order, req.options or {})  # one-line errors by flag
+    check_max_seeds(req)
     objective = req.objective or "acc"
     masked = tracking.mask_url(req.tracking_uri) if req.tracking_uri else None
     return build(
@@ -111,6 +113,7 @@ def new_settings(req: SearchRequest, pool, n_trials: int) -> StudySettings:
             "objective": objective,
             "sampler": check_sampler(req.sampler or default_sampler(objective), objective),
             "seeds": req.seeds or DEFAULT_SEEDS,
+            "max_seeds": req.max_seeds,
             "seed": req.seed or 0,
             "train": TrainConfig(**(req.train or {})),
             "population": "auto" if req.population is None else req.population,
@@ -127,6 +130,23 @@ def new_settings(req: SearchRequest, pool, n_trials: int) -> StudySettings:
             "tracking_uri_masked": bool(req.tracking_uri and masked != req.tracking_uri),
         }
     )
+
+
+def check_max_seeds(req: SearchRequest) -> None:
+    """--max-seeds: at least --seeds; re-evaluation needs one objective and a search (not --exhaustive)."""
+    seeds = req.seeds or DEFAULT_SEEDS
+    if req.max_seeds is None:
+        return
+    if req.max_seeds < seeds:
+        raise LLLError(
+            f"--max-seeds {req.max_seeds} is below --seeds {seeds}: an ordering starts with --seeds seeds and "
+            f"re-evaluation adds up to --max-seeds; use --max-seeds {seeds} or more"
+        )
+    if req.max_seeds > seeds and (req.exhaustive or (req.objective or "acc") == "both"):
+        raise LLLError(
+            "--max-seeds above --seeds re-evaluates promising orderings on one objective during a search; "
+            "drop it with --exhaustive or --objective both"
+        )
 
 
 def exhaustive_too_large(pool: str, t: int, seeds: int) -> str:
@@ -178,7 +198,7 @@ def _check_validation(req: SearchRequest, settings: StudySettings) -> None:
             f"use --validate {settings.trials} or less, or more --trials"
         )
     if req.validate != 0 or req.heldout_seeds:
-        heldout_seeds(settings.seed, DEFAULT_HELDOUT, settings.seed_list, req.heldout_seeds)
+        heldout_seeds(settings.seed, DEFAULT_HELDOUT, settings.all_seeds, req.heldout_seeds)
 
 
 def _resume(req: SearchRequest, storage) -> tuple[optuna.Study, StudySettings, Any, str | None]:
@@ -187,6 +207,11 @@ def _resume(req: SearchRequest, storage) -> tuple[optuna.Study, StudySettings, A
         raise LLLError("--resume needs --study NAME (the study to continue)")
     study = load_study(req.study, storage)
     settings = study_settings(study)
+    stored_max = settings.max_seeds or settings.seeds
+    if req.max_seeds is not None and req.max_seeds != stored_max:
+        raise LLLError(
+            f"study {req.study!r} re-evaluates up to --max-seeds {stored_max}; resume it without --max-seeds"
+        )
     if req.sampler is not None and req.sampler != settings.sampler:
         raise LLLError(f"study {req.study!r} searches with --sampler {settings.sampler}; resume it without --sampler")
     changes: dict[str, Any] = {}

@@ -20,6 +20,7 @@ from pipeline.units import Unit
 from search.orders.lehmer import all_orderings
 from search.orders.space import Candidate
 from search.study.outcome import State, TrialOutcome, end_trial, objective_values, trial_attrs
+from search.study.racing import REEVALUATE, Record, combine, per_seed_keys
 from search.study.recording import seed_metrics
 from search.study.settings import StudySettings
 from search.study.storage import finished_trials
@@ -45,6 +46,8 @@ class TrialRun:
     node: dict[str, Any] = field(default_factory=dict)
     state: str = "running"  # running → recording → done
     submitted: int = 0  # tasks of the ordering whose units were handed out
+    reevaluate: dict[str, Any] | None = None  # a re-evaluation: {seed, order, strategy, lambda} (racing.py)
+    prior: Record | None = None  # a re-evaluation: the ordering's record it adds its seed to
 
     def waiting(self) -> bool:
         return any(len(r) - 1 < self.step + 1 for r in self.rows.values()) or len(self.rows) < len(self.seeds)
@@ -70,6 +73,9 @@ class OptunaBridge:
 
     def ask(self) -> TrialRun:
         trial = self.study.ask()
+        req = trial.user_attrs.get(REEVALUATE)
+        if req:  # an enqueued re-evaluation: the ordering's own params, one more seed
+            return TrialRun(trial, self.space.suggest(trial), [int(req["seed"])], reevaluate=dict(req))
         return TrialRun(trial, self.space.suggest(trial), list(self.seeds))
 
     def units(self, run: TrialRun) -> list[Unit]:
@@ -108,8 +114,8 @@ class OptunaBridge:
 
     def should_prune(self, run: TrialRun) -> bool:
         """Report the running objective after this step; True when Optuna says stop."""
-        if self.objective == "both" or not self.prune or self.settings.exhaustive:
-            return False
+        if self.objective == "both" or not self.prune or self.settings.exhaustive or run.reevaluate:
+            return False  # a re-evaluation adds a seed to a finished ordering: it is never pruned
         i = run.step
         values = []
         for r in run.rmatrices():
@@ -132,13 +138,20 @@ class OptunaBridge:
             reason=reason,
             node=dict(run.node),
         )
+        common.update(value_key="bwt" if self.objective == "bwt" else "acc", trained_seeds=tuple(run.seeds))
         if state == "complete":
             rmats = run.rmatrices()
-            metrics = seed_metrics(rmats)
+            if run.prior is not None:  # a re-evaluation: the mean over the ordering's seeds so far
+                mean, metrics = combine(run.prior, run.seeds, rmats)
+                R = RMatrix(list(c.order), mean)
+                common.update(seeds=tuple(sorted({*run.prior.seeds, *run.seeds})), reevaluation_of=run.prior.run_id)
+            else:
+                R, metrics = RMatrix.mean(rmats), seed_metrics(rmats)
+                metrics.update(per_seed_keys(run.seeds, rmats))
             metrics.update(trained=run.trained, reused=run.reused, seconds=run.seconds)
             values = tuple(objective_values(metrics, self.objective))
             return TrialOutcome(
-                **common, R=RMatrix.mean(rmats), metrics=metrics, values=values, per_seed=tuple(rmats),
+                **common, R=R, metrics=metrics, values=values, per_seed=tuple(rmats),
                 sizes=first.get("sizes"), checkpoints=dict(run.checkpoints),
             )  # fmt: skip
         if state == "pruned":

@@ -20,6 +20,7 @@ from pipeline.rmatrix import RMatrix
 from search.study.storage import INTERRUPTED
 
 METRIC_KEYS = ("acc", "bwt", "fwt", "forgetting", "acc_std", "bwt_std")
+PER_SEED_KEYS = ("acc", "bwt", "fwt", "forgetting")  # recorded per seed as metrics ``<key>_seed<s>``
 State = Literal["complete", "pruned", "failed", "interrupted"]
 OPTUNA_STATE = {
     "complete": TrialState.COMPLETE,
@@ -27,6 +28,16 @@ OPTUNA_STATE = {
     "failed": TrialState.FAIL,
     "interrupted": TrialState.FAIL,
 }
+
+
+def per_seed_metrics(metrics: dict[str, float]) -> dict[int, dict[str, float]]:
+    """{seed: {acc, bwt, fwt, forgetting}} from the metrics ``acc_seed0``, ``bwt_seed0``, ..."""
+    out: dict[int, dict[str, float]] = {}
+    for name, v in metrics.items():
+        key, sep, seed = name.rpartition("_seed")
+        if sep and key in PER_SEED_KEYS and seed.isdigit():
+            out.setdefault(int(seed), {})[key] = float(v)
+    return {s: out[s] for s in sorted(out)}
 
 
 def objective_values(metrics: dict[str, float], objective: str) -> list[float]:
@@ -58,6 +69,9 @@ class TrialOutcome:
     per_seed: tuple[RMatrix, ...] = ()
     sizes: list[dict[str, float]] | None = None
     checkpoints: dict[int, list[bytes]] | None = None
+    value_key: str = "acc"  # the per-seed metric the objective means (``seed_values``): acc or bwt
+    trained_seeds: tuple[int, ...] = ()  # the seeds this trial trained (a re-evaluation: only the new ones)
+    reevaluation_of: str | None = None  # a re-evaluation: the MLflow run of the ordering's previous record
 
     @classmethod
     def interrupted(cls, number: int) -> TrialOutcome:
@@ -79,6 +93,12 @@ def trial_attrs(o: TrialOutcome) -> dict[str, Any]:
     if o.state == "complete":
         attrs["R"] = o.R.values.tolist() if o.R is not None else None
         attrs.update({k: o.metrics.get(k) for k in METRIC_KEYS})
+        attrs["seeds"] = list(o.seeds)
+        attrs["n_seeds"] = len(o.seeds)
+        per_seed = per_seed_metrics(o.metrics)
+        if per_seed:  # what re-evaluation and the model sampler's noise read (issue 19)
+            attrs["seed_metrics"] = {str(s): m for s, m in per_seed.items()}
+            attrs["seed_values"] = {str(s): m[o.value_key] for s, m in per_seed.items() if o.value_key in m}
     elif o.state in ("failed", "interrupted"):
         attrs["fail_reason"] = o.reason if o.state == "failed" else INTERRUPTED
     return attrs

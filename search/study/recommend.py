@@ -34,6 +34,20 @@ def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "acc" in t.user_attrs]
 
 
+def n_seeds(t: FrozenTrial) -> int:
+    return len(t.user_attrs.get("seeds") or []) or 1
+
+
+def latest_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Each ordering's latest record: a re-evaluated ordering (search/study/racing.py) has one trial
+    per re-evaluation, and the one with the most seeds holds its value (the mean over all of them);
+    the records with fewer seeds are dropped. Without re-evaluation nothing is dropped."""
+    most: dict[tuple, int] = {}
+    for t in trials:
+        most[_key(t)] = max(most.get(_key(t), 0), n_seeds(t))
+    return [t for t in trials if n_seeds(t) == most[_key(t)]]
+
+
 def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Trials no other trial beats on both ACC and BWT (computed here for every objective)."""
     front = []
@@ -91,9 +105,10 @@ def recommendation(study: optuna.Study) -> dict[str, Any]:
     """Best ordering (highest ACC; on the ACC/BWT Pareto front for a two-objective study), with
     the alternatives on the front and a plain statement of how certain the choice is."""
     settings = study_settings(study)
-    trials = complete_trials(study)
-    if not trials:
+    every = complete_trials(study)
+    if not every:
         raise LLLError(f"study {study.study_name!r} has no finished trial yet; run or resume the search first")
+    trials = latest_trials(every)
     objective = settings.objective
     key = "bwt" if objective == "bwt" else "acc"
     front = pareto_front(trials)
@@ -101,8 +116,8 @@ def recommendation(study: optuna.Study) -> dict[str, Any]:
     ranked = sorted(pool, key=lambda t: -t.user_attrs[key])
     best_t = ranked[0]
     best = _row(best_t)
-    seeds = settings.seed_list
-    n_seeds = settings.seeds
+    seeds = best_t.user_attrs.get("seeds") or settings.seed_list  # a re-evaluated ordering: all its seeds
+    n_seeds = len(seeds)
 
     # How sure: the margin to the best *different ordering*, against the seed-to-seed spread.
     others = sorted((t for t in trials if t.user_attrs["order"] != best["order"]), key=lambda t: -t.user_attrs[key])
@@ -144,7 +159,7 @@ def recommendation(study: optuna.Study) -> dict[str, Any]:
         "objective": objective,
         "pool": settings.pool,
         "pool_fingerprint": settings.pool_fingerprint,
-        "trials_complete": len(trials),
+        "trials_complete": len(every),
         "rerun": run_command(settings, best, seeds),
     }
     return with_validation(study, out, trials)

@@ -205,6 +205,12 @@ def trial_record(ctx: StudyContext, o: TrialOutcome) -> RunRecord:
     tags.update(node_tags(o.node))
     if o.state == "failed":
         tags["fail_reason"] = o.reason[:5000]
+    trained = list(o.trained_seeds or o.seeds)
+    if o.reevaluation_of is not None or trained != list(o.seeds):  # a re-evaluation (search/study/racing.py)
+        tags["lll.reevaluation"] = "1"
+        tags["lll.seeds_trained"] = ",".join(map(str, trained))
+        if o.reevaluation_of:
+            tags["lll.reevaluation_of"] = o.reevaluation_of  # the ordering's previous record
     seeds = list(o.seeds)
     params = ordering_params(st.pool, st.pool_fingerprint, o.order, o.strategy, o.lam, st.train, seeds[0], seeds)
     params["optuna_trial_number"] = o.number
@@ -212,17 +218,20 @@ def trial_record(ctx: StudyContext, o: TrialOutcome) -> RunRecord:
     if o.R is not None:
         series["running_acc"] = running_accuracy(o.R)
     files: list[tuple[str, str, bytes]] = []
-    if len(o.per_seed) > 1:
+    if len(o.per_seed) > 1 or st.racing:  # every trained seed's own R
         files += [
-            ("per_seed", f"R_seed{s}.json", r.to_json().encode()) for s, r in zip(seeds, o.per_seed, strict=False)
+            ("per_seed", f"R_seed{s}.json", r.to_json().encode()) for s, r in zip(trained, o.per_seed, strict=False)
         ]
     for s, blobs in (o.checkpoints or {}).items():
         for j, blob in enumerate(blobs):
             name = "final.pt" if st.checkpoints == "final" else f"after_task_{j + 1}.pt"
             files.append((f"checkpoints/seed{s}", name, blob))
+    name = f"trial {o.number}: {','.join(o.order)}"
+    if trained != seeds:
+        name += f" (re-evaluation: seed {','.join(map(str, trained))})"
     return RunRecord(
         ctx.experiment,
-        f"trial {o.number}: {','.join(o.order)}",
+        name,
         params,
         tags,
         o.R,

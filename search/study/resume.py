@@ -24,6 +24,7 @@ from pipeline import tracking
 from pipeline.config import StrategyConfig
 from pipeline.rmatrix import RMatrix
 from search.study.outcome import TrialOutcome, end_trial, objective_values
+from search.study.racing import REEVALUATE
 from search.study.settings import StudySettings
 from search.study.storage import stale_trials
 
@@ -78,6 +79,7 @@ def outcome_from_run(uri: str, rec: Any, settings: StudySettings) -> TrialOutcom
         values=tuple(objective_values(metrics, settings.objective)),
         node={"node_id": tags.get("ray_node_id"), "node_ip": tags.get("ray_node_ip"), "host": tags.get("host")},
         mlflow_run_id=rec.info.run_id,
+        value_key="bwt" if settings.objective == "bwt" else "acc",
     )
 
 
@@ -105,5 +107,6 @@ def _interrupted(study: optuna.Study, t: FrozenTrial, uri: str | None, rec: Any)
     if rec is not None:  # recorded, but its R is unreadable: it is trained again
         tracking.client(uri).set_tag(rec.info.run_id, "lll.state", "interrupted")
     end_trial(study, t, TrialOutcome.interrupted(t.number))
-    if t.params:
-        study.enqueue_trial(t.params, skip_if_exists=False)
+    if t.params:  # a re-evaluation keeps the seed it was to train (search/study/racing.py)
+        keep = {k: v for k, v in t.user_attrs.items() if k == REEVALUATE}
+        study.enqueue_trial(t.params, user_attrs=keep or None, skip_if_exists=False)

@@ -36,6 +36,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "test_per_task": None,
     "tracking_uri": None,
     "tracking_uri_masked": False,
+    "max_seeds": None,  # before re-evaluation: every ordering kept its starting seeds
 }
 
 
@@ -53,7 +54,8 @@ class StudySettings(BaseModel):
     options: dict[str, dict[str, Any]] = {}  # per strategy: its options
     objective: Objective
     sampler: SamplerName
-    seeds: int = Field(ge=1)  # seeds per candidate (the objective is their mean)
+    seeds: int = Field(ge=1)  # seeds a new candidate starts with (the objective is the mean over its seeds)
+    max_seeds: int | None = Field(None, ge=1)  # re-evaluation: the most seeds any ordering gets (None: seeds)
     seed: int  # base seed of the sampler and of training (seeds are seed, seed+1, ...)
     train: TrainConfig
     population: int | Literal["auto"] = "auto"  # task-trainings a worker stacks (lockstep K)
@@ -75,6 +77,8 @@ class StudySettings(BaseModel):
             raise ValueError("population must be at least 1 or 'auto'")
         if self.sampler == "model" and self.objective == "both":
             raise ValueError("the model sampler optimises one objective; objective 'both' needs tpe or random")
+        if self.max_seeds is not None and self.max_seeds < self.seeds:
+            raise ValueError(f"max_seeds ({self.max_seeds}) is below seeds ({self.seeds})")
         if self.fixed_order is not None and sorted(self.fixed_order) != sorted(self.tasks):
             raise ValueError("fixed_order must be an ordering of the pool's tasks")
         return self
@@ -84,6 +88,16 @@ class StudySettings(BaseModel):
     def seed_list(self) -> list[int]:
         """The training seeds of every candidate."""
         return [self.seed + k for k in range(self.seeds)]
+
+    @property
+    def racing(self) -> bool:
+        """Re-evaluation is on: an ordering may get more seeds than it started with."""
+        return self.max_seeds is not None and self.max_seeds > self.seeds
+
+    @property
+    def all_seeds(self) -> list[int]:
+        """Every seed the search may train: the starting seeds, then the re-evaluation seeds."""
+        return [self.seed + k for k in range(max(self.seeds, self.max_seeds or 0))]
 
     def strategy_options(self, name: str) -> dict[str, Any]:
         return dict(self.options.get(name, {}) or {})
@@ -104,6 +118,8 @@ class StudySettings(BaseModel):
         """One JSON value per study user attribute (the format lll has always stored)."""
         attrs = self.model_dump(mode="json", by_alias=True)
         attrs["seeds_list"] = ",".join(map(str, self.seed_list))
+        if attrs["max_seeds"] is None:  # no re-evaluation: stored as before --max-seeds existed
+            del attrs["max_seeds"]
         return attrs
 
     @classmethod

@@ -34,7 +34,7 @@ DEFAULT_VALIDATE = 3
 DEFAULT_HELDOUT = 3
 PATH_PREFIX = "validation_path:"
 Key = tuple[tuple[str, ...], str, float | None]  # (ordering, strategy, λ)
-Posterior = Callable[[Sequence[Key]], dict[Key, float]]
+Posterior = Callable[[Sequence[Key]], dict[Key, float] | None]  # None: nothing to rank by
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,10 @@ class Job:
 
 def distinct_orderings(study: optuna.Study) -> dict[Key, list[dict[str, Any]]]:
     """Finished trials grouped by (ordering, strategy, λ): each group's trials' user attributes."""
+    from search.study.recommend import latest_trials
+
     groups: dict[Key, list[dict[str, Any]]] = {}
-    for t in complete_trials(study):
+    for t in latest_trials(complete_trials(study)):
         a = t.user_attrs
         key = (tuple(a["order"]), a["strategy"], a.get("lambda"))
         groups.setdefault(key, []).append(a)
@@ -80,8 +82,9 @@ def rank_top(
     def mean(key: Key, field: str) -> float:
         return sum(a[field] for a in groups[key]) / len(groups[key])
 
-    if posterior is not None:
-        scores, how = posterior(list(groups)), "the sampler's posterior mean"
+    scores = posterior(list(groups)) if posterior is not None else None
+    if scores is not None:
+        how = "the sampler's posterior mean"
     else:
         scores, how = {key: mean(key, metric) for key in groups}, f"seed-mean {metric.upper()} on the search's seeds"
     ranked = sorted(groups, key=lambda key: (-scores[key], key[0]))[:k]
@@ -101,7 +104,7 @@ def front_keys(study: optuna.Study, settings: StudySettings) -> set[Key] | None:
 
 def search_seeds(study: optuna.Study, settings: StudySettings) -> list[int]:
     """Every seed a search trial trained on (the settings' seeds, and any a trial records itself)."""
-    seeds = set(settings.seed_list)
+    seeds = set(settings.all_seeds)  # with re-evaluation: every seed an ordering may get
     for t in study.get_trials(deepcopy=False):
         for s in t.user_attrs.get("seeds") or []:
             seeds.add(int(s))
@@ -291,7 +294,13 @@ def validate(
     posterior: Posterior | None = None,
 ) -> dict[str, Any]:
     """Retrain the top ``k`` and the baselines on ``seeds`` (only the paths not stored yet), record
-    them and store the ``validation`` block on the study. Ray must be connected."""
+    them and store the ``validation`` block on the study. Ray must be connected. The top ``k`` are
+    ranked by ``posterior``, by default the model sampler's posterior mean when the study uses it
+    (:func:`search.study.racing.posterior_of`), else by seed mean."""
+    if posterior is None:
+        from search.study.racing import posterior_of
+
+        posterior = posterior_of(study)
     top, how = rank_top(
         study, k, "bwt" if settings.objective == "bwt" else "acc", posterior, front_keys(study, settings)
     )

@@ -54,7 +54,13 @@ TimeBudget = Annotated[
 ]
 CpusPerWorker = Annotated[float, typer.Option(help="CPUs per worker actor")]
 GpusPerWorker = Annotated[float, typer.Option(help="GPUs per worker (fractions share a GPU)")]
-SeedsPerCandidate = Annotated[int | None, typer.Option(help="Seeds per candidate (objective = mean) [default: 2]")]
+SeedsPerCandidate = Annotated[
+    int | None, typer.Option(help="Seeds a new ordering starts with (objective = mean) [default: 2]")
+]
+MaxSeeds = Annotated[
+    int | None,
+    typer.Option(help="Re-evaluate promising orderings on more seeds, up to M each [default: --seeds, off]"),
+]
 BaseSeed = Annotated[int | None, typer.Option(help="Base seed of sampler and training [default: 0]")]
 NewStudy = Annotated[str | None, typer.Option(help="Study name [default: POOL-DATE-TIME]")]
 SearchStorage = Annotated[str, typer.Option(help="Optuna storage (SQLAlchemy URL)")]
@@ -93,7 +99,7 @@ Sampler = Annotated[
 ]
 Validate = Annotated[
     int | None,
-    typer.Option(help="At the end, retrain the top K orderings on held-out seeds (0 = off; try 3) [default: 0]"),
+    typer.Option(help="At the end, retrain the top K orderings on held-out seeds (0 = off) [default: 3]"),
 ]
 
 
@@ -109,6 +115,7 @@ def search(
     cpus_per_worker: CpusPerWorker = 1.0,
     gpus_per_worker: GpusPerWorker = 0.0,
     seeds: SeedsPerCandidate = None,
+    max_seeds: MaxSeeds = None,
     seed: BaseSeed = None,
     study: NewStudy = None,
     storage: SearchStorage = "sqlite:///optuna.db",
@@ -135,7 +142,7 @@ def search(
     seed_from_graph: SeedFromGraph = False,
     population: Population = None,
     sampler: Sampler = None,
-    validate: Validate = 0,
+    validate: Validate = None,
     heldout_seeds: HeldoutSeeds = None,
 ) -> None:
     """Search task orderings × strategy × λ with Optuna on Ray workers; record every trial in MLflow."""
@@ -171,6 +178,7 @@ REQUEST_KEYS = (
     "cpus_per_worker",
     "gpus_per_worker",
     "seeds",
+    "max_seeds",
     "seed",
     "study",
     "storage",
@@ -338,6 +346,7 @@ def print_search_summary(name: str, summary, rec: dict | None, tracking_uri: str
     s = summary
     out.print(
         f"study {name}: {s.complete} complete, {s.pruned} pruned, {s.failed} failed"
+        + (f" ({s.reevaluated} of the complete re-evaluated an ordering on one more seed)" if s.reevaluated else "")
         + (f", {s.retried} retried after a lost worker" if s.retried else "")
         + (
             f", {s.recovered} recovered and {s.requeued} re-queued from the interrupted run"

@@ -1,0 +1,180 @@
+"""Re-evaluation during a search (issue 19 point 3), through the real CLI, Ray, Optuna and MLflow.
+
+`lll search --seeds 1 --max-seeds 3` on a 4-task pool: new orderings start on seed 0 and the race
+(search/propose/intensify.py) gives promising ones seeds 1 and 2. The driver is SIGKILLed right after
+the first re-evaluation is written to MLflow and before Optuna is told, then resumed. Checked against
+the MLflow records, independently of lll's own arithmetic: every (ordering, seed) was trained by
+exactly one run (a re-evaluation trains only its new seed, the killed one is recovered, not trained
+again), the task-trainings add up to one ordering per finished trial, and an ordering's Optuna value
+is the mean over its seeds of the ACC computed here from each seed's recorded R.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from helpers import LLL_ENV, lll, pool_workdir
+from mlflow.artifacts import download_artifacts
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.e2e
+
+POOL = """name: tiny-race
+train_per_task: 120
+test_per_task: 80
+tasks:
+  - name: upright
+  - name: rot90
+    transforms: [{type: rotate, angle: 90}]
+  - name: permuted
+    transforms: [{type: permute, seed: 1}]
+  - name: inverted
+    transforms: [{type: invert}]
+"""
+T = 4
+TRIALS = 10
+ARGS = ["--pool", "pool.yaml", "--strategies", "naive", "--seeds", "1", "--max-seeds", "3", "--no-prune"]
+ARGS += ["--epochs", "1", "--hidden", "16", "--lr", "0.05", "--checkpoints", "none", "--workers", "2"]
+ARGS += ["--validate", "0", "--study", "r"]
+
+
+def killed_search(cwd: Path, fault: str) -> subprocess.CompletedProcess:
+    """`lll search` with a fault injected; the whole process group ends with it (Ray included)."""
+    cmd = [sys.executable, "-m", "search.cli", "search", *ARGS, "--trials", str(TRIALS)]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env={**LLL_ENV, "LLL_FAULT": fault},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # Ray, started by the killed driver
+            os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def raced(tmp_path_factory):
+    d = pool_workdir(tmp_path_factory, "race", POOL)
+    first = killed_search(d, "kill-on-reevaluation@after_record:1")
+    assert first.returncode == -signal.SIGKILL, first.stdout[-2000:] + first.stderr[-3000:]
+    second = lll("search", *ARGS, "--resume", cwd=d, timeout=600)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
+    return d, second
+
+
+def trial_runs(d: Path) -> list:
+    mc = MlflowClient(f"sqlite:///{d / 'mlflow.db'}")
+    exp = mc.get_experiment_by_name("r")
+    runs = mc.search_runs([exp.experiment_id], "tags.`lll.state` = 'complete'", max_results=1000)
+    return [r for r in runs if r.data.tags.get("lll.kind") != "search"]
+
+
+def trained_seeds(run) -> list[int]:
+    tags = run.data.tags
+    return [int(s) for s in (tags.get("lll.seeds_trained") or run.data.params["seeds"]).split(",")]
+
+
+def test_killed_reevaluation_is_recovered_not_trained_again(raced):
+    _d, second = raced
+    assert re.search(r"1 recovered and \d+ re-queued from the interrupted run", second.stdout), second.stdout
+    assert re.search(r"\(\d+ of the complete re-evaluated an ordering", second.stdout), second.stdout
+
+
+def test_each_ordering_and_seed_is_trained_by_one_run(raced):
+    d, _second = raced
+    runs = trial_runs(d)
+    study = optuna.load_study(study_name="r", storage=f"sqlite:///{d / 'optuna.db'}")
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(runs) == len(complete) == TRIALS
+    pairs = Counter((r.data.params["order"], s) for r in runs for s in trained_seeds(r))
+    assert max(pairs.values()) == 1, pairs
+    again = [r for r in runs if r.data.tags.get("lll.reevaluation") == "1"]
+    assert again, "no re-evaluation ran"
+    for r in runs:
+        # A re-evaluation trains its one new seed (T task-trainings, some maybe from the prefix cache),
+        # never the seeds its ordering already had.
+        m = r.data.metrics
+        assert m["trained"] + m["reused"] == T * len(trained_seeds(r)), r.info.run_name
+    for r in again:
+        seeds = [int(s) for s in r.data.params["seeds"].split(",")]
+        assert trained_seeds(r) == [seeds[-1]] and len(seeds) >= 2
+        files = [f.path for f in MlflowClient(f"sqlite:///{d / 'mlflow.db'}").list_artifacts(r.info.run_id, "per_seed")]
+        assert files == [f"per_seed/R_seed{seeds[-1]}.json"]
+        assert r.data.tags["lll.reevaluation_of"] in {x.info.run_id for x in runs}
+
+
+def test_resumed_summary_counts_one_seed_per_trial(raced):
+    _d, second = raced
+    done = int(re.search(r"study r: (\d+) complete", second.stdout).group(1))
+    run, reused = map(int, re.search(r"task-trainings: (\d+) run, (\d+) reused", second.stdout).groups())
+    assert run + reused == T * done  # every trial, new ordering or re-evaluation, trained exactly one seed
+
+
+def acc_of(path: str) -> float:
+    R = np.array(json.loads(Path(path).read_text())["R"])
+    return float(R[-1].mean())
+
+
+def test_value_is_the_mean_over_the_orderings_seeds(raced):
+    d, _second = raced
+    uri = f"sqlite:///{d / 'mlflow.db'}"
+    per_seed: dict[tuple[str, int], float] = {}
+    for r in trial_runs(d):
+        for s in trained_seeds(r):
+            path = download_artifacts(run_id=r.info.run_id, artifact_path=f"per_seed/R_seed{s}.json", tracking_uri=uri)
+            per_seed[(r.data.params["order"], s)] = acc_of(path)
+    study = optuna.load_study(study_name="r", storage=f"sqlite:///{d / 'optuna.db'}")
+    latest: dict[str, optuna.trial.FrozenTrial] = {}
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        order = ",".join(t.user_attrs["order"])
+        if order not in latest or len(t.user_attrs["seeds"]) > len(latest[order].user_attrs["seeds"]):
+            latest[order] = t
+    several = [t for t in latest.values() if len(t.user_attrs["seeds"]) > 1]
+    assert several
+    for order, t in latest.items():
+        seeds = t.user_attrs["seeds"]
+        accs = [per_seed[(order, s)] for s in seeds]
+        assert t.value == pytest.approx(np.mean(accs), abs=1e-12)
+        assert t.user_attrs["n_seeds"] == len(seeds)
+        values = {int(s): v for s, v in t.user_attrs["seed_values"].items()}
+        assert values == pytest.approx(dict(zip(seeds, accs, strict=True)))
+    # the export names the best ordering's own seeds (all of them), and its rerun command uses them
+    res = lll("export", "--study", "r", "--out", "order.json", cwd=d)
+    assert res.returncode == 0, res.stderr
+    rec = json.loads((d / "order.json").read_text())
+    best = latest[",".join(rec["order"])]
+    assert rec["params"]["seeds"] == best.user_attrs["seeds"] and rec["acc"] == best.user_attrs["acc"]
+    assert f"--seeds {','.join(map(str, best.user_attrs['seeds']))}" in rec["rerun"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seeds", "2", "--max-seeds", "1"], "--max-seeds 1 is below --seeds 2"),
+        (["--seeds", "1", "--max-seeds", "2", "--objective", "both"], "drop it with --exhaustive or --objective both"),
+    ],
+)
+def test_bad_max_seeds_is_one_line(tmp_path_factory, args, message):
+    d = pool_workdir(tmp_path_factory, "race-bad", POOL)
+    res = lll("search", "--pool", "pool.yaml", "--strategies", "naive", *args, "--study", "bad", cwd=d)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
+    assert not (d / "optuna.db").exists() or "bad" not in optuna.get_all_study_names(f"sqlite:///{d / 'optuna.db'}")
