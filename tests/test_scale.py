@@ -187,9 +187,10 @@ def test_graph_model_reproduces_the_trainings_it_is_built_from():
     assert abs(stiff.final(np.array([[j, k]]))[0, j] - solo[j]) < abs(pair[j, k] - solo[j])
 
 
-def test_lookup_benchmark_quick_mode(tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from bench.search_at_scale import main
+def test_lookup_benchmark_quick_mode(tmp_path, monkeypatch):
+    # the script's folder first on sys.path, as Python does for `python bench/search_at_scale.py`
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "bench"))
+    from search_at_scale import main
 
     out = tmp_path / "s.json"
     main(["--quick", "--reps", "2", "--kinds", "random,model+graph", "--out", str(out)])
