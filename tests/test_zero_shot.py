@@ -14,7 +14,7 @@ from helpers import lll, pool_workdir, tiny_pool_yaml
 from search.graph.affinity import build_graph, pair_noise
 from search.graph.evidence import Evidence, Tally, evidence_from_rows
 from search.graph.model import GraphModel, ModelParams
-from search.graph.zero_shot import TRUST, PairArrays, precedence_scores, zero_shot_pick
+from search.graph.zero_shot import TRUST_RATIO, PairArrays, precedence_scores, prefix_greedy, zero_shot_pick
 
 
 def world(n: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -94,19 +94,60 @@ def test_the_pick_is_near_the_top_of_the_world_it_was_measured_from(seed: int) -
     assert pick.interval[0] <= pick.interval[1] and not pick.noise_measured
 
 
-def test_measured_pair_noise_lowers_the_stability_and_widens_the_interval() -> None:
+def test_measured_pair_noise_raises_the_noise_ratio_and_widens_the_interval() -> None:
     tasks, init, base, pair, _ = world(6, 4)
     clean = seed_evidence(tasks, init, base, pair)
     same = build_graph(tasks, clean.merge(clean), meta={"strategy": "naive"})  # two identical seeds: SD 0
     p = zero_shot_pick(same, draws=10)
     assert p.noise_measured and p.noise == pytest.approx(0, abs=1e-6) and p.stability == 1.0 and p.trusted
+    assert p.noise_ratio == pytest.approx(0, abs=1e-9)
     rng = np.random.default_rng(0)
     seeds = [seed_evidence(tasks, init, np.clip(base + rng.normal(0, 0.3, base.shape), 0, 1),
                            np.clip(pair + rng.normal(0, 0.3, pair.shape), 0, 1)) for _ in range(2)]  # fmt: skip
     noisy = build_graph(tasks, seeds[0].merge(seeds[1]), meta={"strategy": "naive"})
     q = zero_shot_pick(noisy, draws=20)
     assert q.noise > 0.1 and q.stability < p.stability  # measured spread → a less stable pick
-    assert q.trusted == (q.stability >= TRUST) and q.interval[1] - q.interval[0] > p.interval[1] - p.interval[0]
+    assert q.noise_ratio > TRUST_RATIO and not q.trusted  # noise of 0.3 per value swamps the ordering effect
+    assert q.interval[1] - q.interval[0] > p.interval[1] - p.interval[0]
+
+
+def test_prefix_greedy_takes_the_broad_best_not_an_isolated_spike() -> None:
+    """A score with a first-order effect (task i at position p scores w[i]·p: the heavier a task,
+    the later it should come) plus one isolated spike on a poor ordering: the argmax is the spike,
+    the position-by-position pick is the broad best (tasks by increasing weight)."""
+    n = 5
+    perms = np.array(list(itertools.permutations(range(n))), dtype=np.int64)
+    w = np.array([3.0, 1.0, 4.0, 0.5, 2.0])
+    spike = np.array([2, 0, 4, 1, 3])
+
+    def score(p: np.ndarray) -> np.ndarray:
+        p = np.atleast_2d(p)
+        s = (w[p] * np.arange(n)).sum(axis=1)
+        return s + 100.0 * (p == spike).all(axis=1)
+
+    assert (perms[np.argmax(score(perms))] == spike).all()
+    best = list(np.argsort(w))  # [3, 1, 4, 0, 2]
+    assert prefix_greedy(score, n, perms, np.random.default_rng(0)).tolist() == best
+    # beyond the enumerated sizes the means come from sampled completions: same answer on 9 tasks
+    w9 = np.array([3.0, 1.0, 4.0, 0.0, 2.0, 6.0, 5.0, 8.0, 7.0])
+    got = prefix_greedy(lambda p: (w9[np.atleast_2d(p)] * np.arange(9)).sum(axis=1), 9, np.empty((0, 9)),
+                        np.random.default_rng(1), samples=64)  # fmt: skip
+    assert got.tolist() == list(np.argsort(w9))
+
+
+def test_the_pick_is_built_from_the_pairs_and_its_runners_up_differ() -> None:
+    """On constructed pair evidence the pick is prefix_greedy over the consensus of the graph's own
+    ensemble, recomputed here from the arrays; runners-up are other orderings."""
+    from search.graph.zero_shot import Ensemble
+
+    tasks, init, base, pair, _ = world(5, 7)
+    g = build_graph(tasks, seed_evidence(tasks, init, base, pair), meta={"strategy": "naive"})
+    ens = Ensemble.build(PairArrays.from_graph(g), "naive")
+    want = prefix_greedy(ens.score, 5, ens.ref_perms, np.random.default_rng(0))
+    pick = zero_shot_pick(g, "naive", k=3, draws=0)
+    assert pick.order == [tasks[i] for i in want] and "position by position" in pick.how
+    assert len(pick.runners_up) == 2 and all(o != pick.order for o, _ in pick.runners_up)
+    assert pick.noise_ratio == 0 and pick.trusted  # no noisy copies drawn: nothing measured
 
 
 def test_penalty_strategies_add_the_precedence_and_their_models_stiffen() -> None:

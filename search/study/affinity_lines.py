@@ -5,7 +5,7 @@ it, and a plain line when the pair evidence is too noisy to trust."""
 from __future__ import annotations
 
 from search.graph.affinity import clusters, graph_tasks, transfer_matrix
-from search.graph.zero_shot import TOP_SHARE, TRUST
+from search.graph.zero_shot import TOP_SHARE, TRUST_RATIO
 from search.study.affinity_runs import AffinityResult
 
 
@@ -68,8 +68,9 @@ def recommend_lines(res: AffinityResult, rule: str | None = None) -> list[str]:
         f"recommended order: {' → '.join(p.order)}  (predicted ACC {_pct(p.predicted)}, "
         f"interval {_pct(p.interval[0])}–{_pct(p.interval[1])} from the pair noise alone)",
         f"  ranking: {p.how}",
-        f"  stability: the pick stays in the top {TOP_SHARE:.0%} in {p.stability:.0%} of noisy copies of the "
-        f"pair evidence ({noise})",
+        f"  noise: over noisy copies of the pair evidence ({noise}) the pick's predicted ACC moves by "
+        f"{p.noise_ratio:.2f} of the spread across orderings; it stays in their top {TOP_SHARE:.0%} in "
+        f"{p.stability:.0%} of them",
     ]
     for o, s in p.runners_up:
         lines.append(f"  runner-up: {' → '.join(o)}  (predicted ACC {_pct(s)})")
@@ -81,7 +82,7 @@ def recommend_lines(res: AffinityResult, rule: str | None = None) -> list[str]:
         lines.append("  the pair evidence supports this pick; a search can still improve on it")
     else:
         lines.append(
-            f"  the pair evidence is too noisy to trust this pick (stability {p.stability:.0%} < {TRUST:.0%}): "
-            "a short search (`lll search --sampler model`) is the better use of the budget"
+            f"  the pair evidence is too noisy to trust this pick (noise ratio {p.noise_ratio:.2f} > "
+            f"{TRUST_RATIO:.2f}): a short search (`lll search --sampler model`) is the better use of the budget"
         )
     return lines

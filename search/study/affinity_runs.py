@@ -265,6 +265,7 @@ def record_affinity(res: AffinityResult) -> str:
         "pick_predicted_acc_low": pick.interval[0],
         "pick_predicted_acc_high": pick.interval[1],
         "pick_stability": pick.stability,
+        "pick_noise_ratio": pick.noise_ratio,
         "pair_noise": pick.noise,
     }
     if measurement is not None:
@@ -274,6 +275,7 @@ def record_affinity(res: AffinityResult) -> str:
         "params": pick.params.__dict__,
         "pick": {"order": pick.order, "predicted_acc": pick.predicted, "interval": list(pick.interval)},
         "stability": pick.stability,
+        "noise_ratio": pick.noise_ratio,
         "trusted": pick.trusted,
         "noise": {"pair_sd": pick.noise, "measured": pick.noise_measured, "seeds": pick.seeds},
         "runners_up": [{"order": o, "predicted_acc": s} for o, s in pick.runners_up],
