@@ -169,12 +169,19 @@ def start_run(
     run_name: str,
     tags: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
+    experiments: dict[str, str] | None = None,
 ) -> str:
+    """A new RUNNING run with its tags. ``experiments``: experiment ids by name, filled and reused
+    (a recorder writing many runs into one experiment looks it up once)."""
     mc = client(uri)
     all_tags = dict(tags or {})
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    run = mc.create_run(experiment_id(uri, experiment), run_name=run_name, tags=all_tags)
+    if experiments is None:
+        exp_id = experiment_id(uri, experiment)
+    else:
+        exp_id = experiments.get(experiment) or experiments.setdefault(experiment, experiment_id(uri, experiment))
+    run = mc.create_run(exp_id, run_name=run_name, tags=all_tags)
     return run.info.run_id
 
 
@@ -192,13 +199,16 @@ def log_ordering_run(
     files: list[tuple[str, str | Path]] | None = None,
     tags: Mapping[str, str] | None = None,
     heatmap: bool = True,
+    blobs: list[tuple[str, str, bytes]] | None = None,
 ) -> None:
     """Record one trained ordering in run ``run_id``: params, ACC/BWT/FWT/forgetting, per-task
     series (``step_metrics``, step = tasks trained so far), R as JSON + heatmap, and ``files``
-    (artifact sub-folder, local file) pairs, e.g. checkpoints.
+    (artifact sub-folder, local file) or ``blobs`` (sub-folder, file name, bytes), e.g. checkpoints.
 
-    The heatmap PNG is drawn with Pillow (:meth:`RMatrix.heatmap_fast`: milliseconds; matplotlib
-    took three quarters of this function's time); ``heatmap=False`` keeps R.json only."""
+    Two store calls: one ``log_batch`` and one ``log_artifacts`` of a folder laid out as the run's
+    artifacts (R, heatmap, blobs), instead of one call per file. The heatmap PNG is drawn with
+    Pillow (:meth:`RMatrix.heatmap_fast`: milliseconds; matplotlib took three quarters of this
+    function's time); ``heatmap=False`` keeps R.json only."""
     import time
 
     from mlflow.entities import Metric, Param, RunTag
@@ -218,10 +228,15 @@ def log_ordering_run(
         tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
     )
     with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
         if rmatrix is not None:
-            rmatrix.to_json(Path(tmp) / "R.json")
-            mc.log_artifact(run_id, str(Path(tmp) / "R.json"))
+            rmatrix.to_json(root / "R.json")
             if heatmap:
-                mc.log_artifact(run_id, str(rmatrix.heatmap_fast(Path(tmp) / "R.png")))
+                rmatrix.heatmap_fast(root / "R.png")
+        for folder, name, blob in blobs or []:
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            (root / folder / name).write_bytes(blob)
+        if any(root.iterdir()):
+            mc.log_artifacts(run_id, tmp)
         for folder, path in files or []:
             mc.log_artifact(run_id, str(path), artifact_path=folder)

@@ -14,7 +14,7 @@ from search.cli.commands.common import err, out
 def affinity(
     pool: Annotated[str | None, typer.Option(help="Pool ({pools}) or YAML file [default: mixed-mnist]")] = None,
     study: Annotated[str | None, typer.Option(help="Take pool/settings from this study; harvest its trials")] = None,
-    storage: Annotated[str, typer.Option(help="Optuna storage URL (with --study)")] = "sqlite:///optuna.db",
+    storage: Annotated[str, typer.Option(help="Optuna storage URL (with --study)")] = "journal:///optuna.journal",
     out_path: Annotated[Path, typer.Option("--out", help="GraphML file (a PNG is written beside it)")] = Path(
         "affinity.graphml"
     ),

@@ -12,7 +12,7 @@ from search.cli.commands.common import err, open_study, out, parse_ints
 
 def export(
     study: Annotated[str, typer.Option(help="Study name")],
-    storage: Annotated[str, typer.Option(help="Optuna storage URL")] = "sqlite:///optuna.db",
+    storage: Annotated[str, typer.Option(help="Optuna storage URL")] = "journal:///optuna.journal",
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the recommendation JSON here")] = None,
     validate: Annotated[
         int | None, typer.Option(help="First retrain the top K orderings on held-out seeds (resumes a killed one)")

@@ -12,7 +12,7 @@ from search.cli.commands.common import open_study, out
 
 def report(
     study: Annotated[str, typer.Option(help="Study name")],
-    storage: Annotated[str, typer.Option(help="Optuna storage URL")] = "sqlite:///optuna.db",
+    storage: Annotated[str, typer.Option(help="Optuna storage URL")] = "journal:///optuna.journal",
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the plots")] = Path("report"),
 ) -> None:
     """Draw a study's plots (Pareto front, ACC distribution, history, recommended R) to a folder."""

@@ -47,7 +47,9 @@ def search(
     seeds: Annotated[int | None, typer.Option(help="Seeds per candidate (objective = mean) [default: 2]")] = None,
     seed: Annotated[int | None, typer.Option(help="Base seed of sampler and training [default: 0]")] = None,
     study: Annotated[str | None, typer.Option(help="Study name [default: POOL-DATE-TIME]")] = None,
-    storage: Annotated[str, typer.Option(help="Optuna storage (SQLAlchemy URL)")] = "sqlite:///optuna.db",
+    storage: Annotated[
+        str, typer.Option(help="Optuna storage: journal:///FILE or a SQLAlchemy URL")
+    ] = "journal:///optuna.journal",
     tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI")] = "sqlite:///mlflow.db",
     ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (HOST:PORT)")] = None,
     resume: Annotated[bool, typer.Option(help="Continue --study where it stopped")] = False,
@@ -315,7 +317,7 @@ def print_search_summary(name: str, summary, rec: dict | None, tracking_uri: str
     from pipeline.tracking import mask_url
 
     # Commands are printed unwrapped (soft_wrap) so that they can be copied whole.
-    extra = "" if storage == "sqlite:///optuna.db" else f" --storage '{mask_url(storage)}'"
+    extra = "" if storage == "journal:///optuna.journal" else f" --storage '{mask_url(storage)}'"
     out.print(f"export it: lll export --study {name}{extra} --out order.json", markup=False, soft_wrap=True)
     out.print(f"browse runs: lll ui --study {name}{extra}", markup=False, soft_wrap=True)
     out.print(f"resume/extend: lll search --study {name}{extra} --resume --trials N", markup=False, soft_wrap=True)
