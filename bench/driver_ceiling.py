@@ -1,13 +1,14 @@
 """One driver's ceiling (issue 21, point 6): units per second it asks, dispatches, records and tells
 when training costs nothing.
 
-The real search (launch.run_search: Optuna study in SQLite, the scheduler on Ray actors, MLflow
-recording on its thread) runs with a bench-only worker whose ``train_units`` returns a stored
+The real search (launch.run_search: the Optuna study, the scheduler on Ray actors, MLflow recording
+in SQLite on its thread) runs with a bench-only worker whose ``train_units`` returns a stored
 result at once, on 2 to 64 actors (idle actors are cheap; each asks for 2/N CPUs). The sampler is
 ``random`` (the model sampler's GP has its own cost per ask), pruning is off and the prefix cache
 too, so every task of every trial is one unit sent to a worker. The driver's main-thread time is
-split into ask, tell, waiting/dispatch (Ray round trips) and the rest (events, building records);
-the MLflow writes run on their own thread. The part with the most seconds caps the rate.
+split into ask, tell, dispatch and results (Ray calls, the unit table), the rest (events, building
+records) and idle (blocked on workers or the recorder); the MLflow writes run on their own thread.
+The busiest part caps the rate.
 
 The Optuna storage is the embedded default (``journal``: search/study/journal.py) or ``sqlite``
 (``--storage``), to compare the two in one window. The load average is recorded beside each run.
@@ -84,13 +85,15 @@ def one_run(actors: int, trials: int, storage: str = "journal") -> dict[str, Any
             os.chdir(cwd)
     t = s.timing
     loop = max(1e-9, s.seconds - t.get("boot", 0.0))
+    wait, dispatch = t.get("wait", 0.0), t.get("dispatch", 0.0)
     parts = {
         "ask": t.get("ask", 0.0),
         "tell": t.get("tell", 0.0),
-        "dispatch_and_wait": t.get("wait", 0.0),
-        "other_main_thread": max(0.0, loop - t.get("ask", 0.0) - t.get("tell", 0.0) - t.get("wait", 0.0)),
-        "record_thread": t.get("record", 0.0),
+        "dispatch_and_results": dispatch,  # Ray calls out, results in, the unit table
+        "other_main_thread": max(0.0, loop - t.get("ask", 0.0) - t.get("tell", 0.0) - wait),
+        "record_thread": t.get("record", 0.0),  # MLflow, on its own thread
     }
+    idle = max(0.0, wait - dispatch)  # the main thread blocked on the workers or the recorder
     rec = {
         "storage": storage,
         "actors": actors,
@@ -98,8 +101,8 @@ def one_run(actors: int, trials: int, storage: str = "journal") -> dict[str, Any
         "units": s.trained,
         "loop_seconds": round(loop, 2),
         "units_per_s": round(s.trained / loop, 1),
-        "seconds": {k: round(v, 2) for k, v in parts.items()},
-        "cap": max(parts, key=parts.get),
+        "seconds": {k: round(v, 2) for k, v in {**parts, "main_thread_idle": idle}.items()},
+        "cap": max(parts, key=parts.get),  # the busiest part (idle time caps nothing)
         "load_avg_1min": [round(load, 2), round(os.getloadavg()[0], 2)],  # at its start and end
     }
     print(f"  {actors} actors: {json.dumps(rec)}", flush=True)

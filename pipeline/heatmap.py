@@ -34,6 +34,17 @@ def _viridis() -> np.ndarray:
     return (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=4096)
+def _glyphs(text: str, size: int) -> tuple[Image.Image, int, int]:
+    """``text`` rendered once as a mask, with its offset from the centre it is drawn around: a
+    search draws the same cell values ("87.5") thousands of times."""
+    font = _font(size)
+    left, top, right, bottom = font.getbbox(text, anchor="mm")
+    mask = Image.new("L", (max(1, right - left), max(1, bottom - top)), 0)
+    ImageDraw.Draw(mask).text((-left, -top), text, font=font, fill=255, anchor="mm")
+    return mask, left, top
+
+
 def _rotated(text: str, font, angle: float) -> Image.Image:
     w = int(font.getlength(text)) + 4
     im = Image.new("L", (w, font.size + 6), 0)
@@ -62,8 +73,8 @@ def heatmap_png(
             v = float(np.clip(values[i, j], 0.0, 1.0))
             x = left + j * CELL
             d.rectangle((x, y, x + CELL - 1, y + CELL - 1), fill=tuple(int(c) for c in lut[round(v * 255)]))
-            ink = "white" if v < 0.6 else "black"
-            d.text((x + CELL / 2, y + CELL / 2), f"{values[i, j] * 100:.1f}", font=small, fill=ink, anchor="mm")
+            mask, dx, dy = _glyphs(f"{values[i, j] * 100:.1f}", 11)
+            img.paste("white" if v < 0.6 else "black", (x + CELL // 2 + dx, y + CELL // 2 + dy), mask)
     for j, im in enumerate(labels):  # right end of each rotated label under its column
         x = left + j * CELL + CELL // 2 - im.width + 6
         img.paste("black", (max(0, x), top + n_rows * CELL + 4), im)

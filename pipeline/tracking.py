@@ -182,10 +182,29 @@ def start_run(
     else:
         exp_id = experiments.get(experiment) or experiments.setdefault(experiment, experiment_id(uri, experiment))
     run = mc.create_run(exp_id, run_name=run_name, tags=all_tags)
+    _ARTIFACT_URIS[run.info.run_id] = run.info.artifact_uri
     return run.info.run_id
 
 
+# Artifact URIs of runs this process created and has not logged artifacts to yet: the run's
+# artifact repository is built from it directly (MlflowClient.log_artifacts fetches the whole run
+# again to learn it, a store round trip per run).
+_ARTIFACT_URIS: dict[str, str] = {}
+
+
+def _log_folder(uri: str, run_id: str, folder: str) -> None:
+    """Every file under ``folder`` as the run's artifacts, at the same relative paths."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    art = _ARTIFACT_URIS.pop(run_id, None)
+    if art is None:
+        client(uri).log_artifacts(run_id, folder)
+    else:
+        get_artifact_repository(art, tracking_uri=uri).log_artifacts(folder)
+
+
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    _ARTIFACT_URIS.pop(run_id, None)
     client(uri).set_terminated(run_id, status=status)
 
 
@@ -237,6 +256,6 @@ def log_ordering_run(
             (root / folder).mkdir(parents=True, exist_ok=True)
             (root / folder / name).write_bytes(blob)
         if any(root.iterdir()):
-            mc.log_artifacts(run_id, tmp)
+            _log_folder(uri, run_id, tmp)
         for folder, path in files or []:
             mc.log_artifact(run_id, str(path), artifact_path=folder)

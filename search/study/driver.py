@@ -273,6 +273,8 @@ class SearchDriver:
         finally:
             self.summary.workers = self.sched.infos()
             self.summary.retried = self.sched.retried
+            # the scheduler's share of "wait": dispatching and taking results (the rest is idle)
+            self.summary.timing["dispatch"] = self.sched.timing["busy"] - self.sched.timing["idle"]
             self.sched.close()
             self.recorder.close()
             self.summary.timing["record"] = self.recorder.seconds
