@@ -24,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,14 +47,9 @@ class FlockJournalBackend(BaseJournalBackend):
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        weakref.finalize(self, os.close, self.fd)
         self.offsets: dict[int, int] = {0: 0}  # log number → byte offset of its line
         self.last = 0  # highest log number whose offset is known
-
-    def __del__(self) -> None:
-        fd = getattr(self, "fd", None)
-        if fd is not None:
-            os.close(fd)
-            self.fd = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path}
