@@ -126,6 +126,17 @@ def test_old_sqlite_studies_still_load_and_the_default_is_the_journal(tmp_path: 
     assert len(optuna.load_study(study_name="old", storage=open_storage(url)).trials) == 2
 
 
+def test_resuming_by_the_default_url_finds_a_study_of_the_old_default_sqlite_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    _trials(_study("sqlite:///optuna.db", "before-the-journal"), 2)  # what `lll search` wrote before
+    _trials(_study(DEFAULT_STORAGE, "new"), 1)
+    old = open_storage(DEFAULT_STORAGE, "before-the-journal")  # `--study before-the-journal --resume`
+    assert len(optuna.load_study(study_name="before-the-journal", storage=old).trials) == 2
+    new = open_storage(DEFAULT_STORAGE, "new")
+    assert len(optuna.load_study(study_name="new", storage=new).trials) == 1
+    assert "before-the-journal" not in optuna.get_all_study_names(open_storage(DEFAULT_STORAGE))
+
+
 def test_an_unwritable_journal_is_one_error_line(tmp_path: Path) -> None:
     (tmp_path / "ro").mkdir(mode=0o500)
     if os.access(tmp_path / "ro", os.W_OK):
