@@ -33,4 +33,4 @@ bench: setup
 	$(BIN)/python bench/throughput.py
 
 clean:
-	rm -rf $(VENV) mlflow.db mlartifacts optuna.db .pytest_cache
+	rm -rf $(VENV) mlflow.db mlartifacts optuna.db optuna.journal .pytest_cache

@@ -12,7 +12,9 @@ Points and their context today:
 * ``after_record`` (search/study/driver.py, the search driver): ``trial`` = the number of a trial that
   is recorded in MLflow and not yet told to Optuna — the window resume must handle, e.g.
   ``LLL_FAULT=kill-on-trial@after_record:2``; ``reevaluation`` = 1 for a re-evaluation
-  (``kill-on-reevaluation@after_record:1``: the first re-evaluation recorded).
+  (``kill-on-reevaluation@after_record:1``: the first re-evaluation recorded); ``index`` = its place
+  among the trials told together (``kill-on-index@after_record:1``: after the first tell of a batch,
+  before the second).
 
 Examples: ``LLL_FAULT=die-on-task:noisy`` (a worker dies when asked to train ``noisy``),
 ``LLL_FAULT=raise-on-order@train_unit:upright,rot90``. Tests set it on the processes they start;

@@ -34,6 +34,23 @@ def _viridis() -> np.ndarray:
     return (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=4096)
+def _glyphs(text: str, size: int, anchor: str = "mm") -> tuple[Image.Image, int, int]:
+    """``text`` rendered once as a mask, with its offset from the point it is anchored at: a
+    search draws the same cell values ("87.5") and labels thousands of times."""
+    font = _font(size)
+    left, top, right, bottom = font.getbbox(text, anchor=anchor)
+    mask = Image.new("L", (max(1, right - left), max(1, bottom - top)), 0)
+    ImageDraw.Draw(mask).text((-left, -top), text, font=font, fill=255, anchor=anchor)
+    return mask, left, top
+
+
+def _text(img: Image.Image, xy: tuple[float, float], text: str, size: int, ink: str, anchor: str) -> None:
+    mask, dx, dy = _glyphs(text, size, anchor)
+    img.paste(ink, (round(xy[0]) + dx, round(xy[1]) + dy), mask)
+
+
+@functools.lru_cache(maxsize=1024)
 def _rotated(text: str, font, angle: float) -> Image.Image:
     w = int(font.getlength(text)) + 4
     im = Image.new("L", (w, font.size + 6), 0)
@@ -45,7 +62,7 @@ def heatmap_png(
     values: np.ndarray, rows: list[str], cols: list[str], title: str, path: str | Path
 ) -> Path:  # fmt: skip
     """Write ``values`` (in [0, 1], shown in %) as a heatmap with ``rows``/``cols`` labels."""
-    lut, font, small = _viridis(), _font(13), _font(11)
+    lut, font = _viridis(), _font(13)
     n_rows, n_cols = values.shape
     left = int(max(font.getlength(r) for r in rows)) + 14
     labels = [_rotated(c, font, 30) for c in cols]
@@ -54,16 +71,16 @@ def heatmap_png(
     width, height = bar_x + 16 + 40, top + n_rows * CELL + bottom
     img = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(img)
-    d.text((left + n_cols * CELL / 2, top / 2), title, font=font, fill="black", anchor="mm")
+    _text(img, (left + n_cols * CELL / 2, top / 2), title, 13, "black", "mm")
     for i in range(n_rows):
         y = top + i * CELL
-        d.text((left - 8, y + CELL / 2), rows[i], font=font, fill="black", anchor="rm")
+        _text(img, (left - 8, y + CELL / 2), rows[i], 13, "black", "rm")
         for j in range(n_cols):
             v = float(np.clip(values[i, j], 0.0, 1.0))
             x = left + j * CELL
             d.rectangle((x, y, x + CELL - 1, y + CELL - 1), fill=tuple(int(c) for c in lut[round(v * 255)]))
             ink = "white" if v < 0.6 else "black"
-            d.text((x + CELL / 2, y + CELL / 2), f"{values[i, j] * 100:.1f}", font=small, fill=ink, anchor="mm")
+            _text(img, (x + CELL / 2, y + CELL / 2), f"{values[i, j] * 100:.1f}", 11, ink, "mm")
     for j, im in enumerate(labels):  # right end of each rotated label under its column
         x = left + j * CELL + CELL // 2 - im.width + 6
         img.paste("black", (max(0, x), top + n_rows * CELL + 4), im)
@@ -72,6 +89,6 @@ def heatmap_png(
     img.paste(Image.fromarray(np.repeat(ramp[:, None, :], 14, axis=1)), (bar_x, top))
     for pct in range(0, 101, 20):
         y = top + bar_h - 1 - pct / 100 * (bar_h - 1)
-        d.text((bar_x + 18, y), str(pct), font=small, fill="black", anchor="lm")
+        _text(img, (bar_x + 18, y), str(pct), 11, "black", "lm")
     img.save(path, format="PNG", compress_level=1)
     return Path(path)

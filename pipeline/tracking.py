@@ -169,16 +169,42 @@ def start_run(
     run_name: str,
     tags: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
+    experiments: dict[str, str] | None = None,
 ) -> str:
+    """A new RUNNING run with its tags. ``experiments``: experiment ids by name, filled and reused
+    (a recorder writing many runs into one experiment looks it up once)."""
     mc = client(uri)
     all_tags = dict(tags or {})
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    run = mc.create_run(experiment_id(uri, experiment), run_name=run_name, tags=all_tags)
+    if experiments is None:
+        exp_id = experiment_id(uri, experiment)
+    else:
+        exp_id = experiments.get(experiment) or experiments.setdefault(experiment, experiment_id(uri, experiment))
+    run = mc.create_run(exp_id, run_name=run_name, tags=all_tags)
+    _ARTIFACT_URIS[run.info.run_id] = run.info.artifact_uri
     return run.info.run_id
 
 
+# Artifact URIs of runs this process created and has not logged artifacts to yet: the run's
+# artifact repository is built from it directly (MlflowClient.log_artifacts fetches the whole run
+# again to learn it, a store round trip per run).
+_ARTIFACT_URIS: dict[str, str] = {}
+
+
+def _log_folder(uri: str, run_id: str, folder: str) -> None:
+    """Every file under ``folder`` as the run's artifacts, at the same relative paths."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    art = _ARTIFACT_URIS.pop(run_id, None)
+    if art is None:
+        client(uri).log_artifacts(run_id, folder)
+    else:
+        get_artifact_repository(art, tracking_uri=uri).log_artifacts(folder)
+
+
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    _ARTIFACT_URIS.pop(run_id, None)
     client(uri).set_terminated(run_id, status=status)
 
 
@@ -192,13 +218,16 @@ def log_ordering_run(
     files: list[tuple[str, str | Path]] | None = None,
     tags: Mapping[str, str] | None = None,
     heatmap: bool = True,
+    blobs: list[tuple[str, str, bytes]] | None = None,
 ) -> None:
     """Record one trained ordering in run ``run_id``: params, ACC/BWT/FWT/forgetting, per-task
     series (``step_metrics``, step = tasks trained so far), R as JSON + heatmap, and ``files``
-    (artifact sub-folder, local file) pairs, e.g. checkpoints.
+    (artifact sub-folder, local file) or ``blobs`` (sub-folder, file name, bytes), e.g. checkpoints.
 
-    The heatmap PNG is drawn with Pillow (:meth:`RMatrix.heatmap_fast`: milliseconds; matplotlib
-    took three quarters of this function's time); ``heatmap=False`` keeps R.json only."""
+    Two store calls: one ``log_batch`` and one ``log_artifacts`` of a folder laid out as the run's
+    artifacts (R, heatmap, blobs), instead of one call per file. The heatmap PNG is drawn with
+    Pillow (:meth:`RMatrix.heatmap_fast`: milliseconds; matplotlib took three quarters of this
+    function's time); ``heatmap=False`` keeps R.json only."""
     import time
 
     from mlflow.entities import Metric, Param, RunTag
@@ -218,10 +247,15 @@ def log_ordering_run(
         tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
     )
     with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
         if rmatrix is not None:
-            rmatrix.to_json(Path(tmp) / "R.json")
-            mc.log_artifact(run_id, str(Path(tmp) / "R.json"))
+            rmatrix.to_json(root / "R.json")
             if heatmap:
-                mc.log_artifact(run_id, str(rmatrix.heatmap_fast(Path(tmp) / "R.png")))
+                rmatrix.heatmap_fast(root / "R.png")
+        for folder, name, blob in blobs or []:
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            (root / folder / name).write_bytes(blob)
+        if any(root.iterdir()):
+            _log_folder(uri, run_id, tmp)
         for folder, path in files or []:
             mc.log_artifact(run_id, str(path), artifact_path=folder)

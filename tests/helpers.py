@@ -45,3 +45,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def default_storage(d: Path):
+    """The Optuna storage `lll` writes in folder ``d`` when no --storage is given (the journal file
+    of search/study/journal.py)."""
+    from search.study.storage import open_storage
+
+    return open_storage(f"journal:///{d}/optuna.journal")

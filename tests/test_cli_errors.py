@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import lll, pool_workdir, tiny_pool_yaml
+from helpers import default_storage, lll, pool_workdir, tiny_pool_yaml
 
 # errors only where no GPU is visible
 GPU_CASES = ("run --device cuda", "search --gpus-per-worker", "search --device cuda")
@@ -69,9 +69,9 @@ def test_gpu_request_fails_before_any_study_or_store_exists(results, workdir: Pa
     created: no Optuna or MLflow store is written."""
     assert results["search --gpus-per-worker"].returncode == 2
     assert not (workdir / "mlflow.db").exists()
-    created = list(workdir.glob("optuna.db"))
+    created = list(workdir.glob("optuna.journal"))
     if created:  # the other cases open the default storage; the study must not be in it
         import optuna
 
-        names = [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{created[0]}")]
+        names = [s.study_name for s in optuna.get_all_study_summaries(default_storage(workdir))]
         assert "gpu" not in names

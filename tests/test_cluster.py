@@ -19,7 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import tiny_pool_yaml
+from helpers import default_storage, tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -195,7 +195,7 @@ def test_search_runs_trials_on_both_hosts(cluster):
 def test_killing_the_worker_node_mid_search_still_finishes_the_budget(cluster):
     work, study = cluster["work"], "node-lost"
     proc = lll_in(cluster["head_ns"], cluster["env"], work, *search_args(study, 12), background=True)
-    storage = f"sqlite:///{work}/optuna.db"
+    storage = default_storage(work)
     on_worker = False
     deadline = time.time() + 400
     while time.time() < deadline and proc.poll() is None and not on_worker:

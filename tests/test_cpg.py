@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import optuna
 import pytest
 import torch
-from helpers import lll, pool_workdir, tiny_pool_yaml
+from helpers import default_storage, lll, pool_workdir, tiny_pool_yaml
 from optuna.trial import TrialState
 
 from pipeline.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -190,7 +190,7 @@ def test_cpg_runs_through_lll_search(workdir):
     args += ["--validate", "0"]
     done = lll(*args, cwd=workdir)
     assert done.returncode == 0, done.stderr
-    study = optuna.load_study(study_name="cpg", storage=f"sqlite:///{workdir}/optuna.db")
+    study = optuna.load_study(study_name="cpg", storage=default_storage(workdir))
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 2
     for t in trials:

@@ -17,7 +17,7 @@ from collections import Counter
 
 import optuna
 import pytest
-from helpers import tiny_pool_yaml
+from helpers import default_storage, tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -43,7 +43,7 @@ def test_200_trials_on_2_workers_are_all_recorded_exactly_once(tmp_path):
     assert summary and int(summary.group(1)) == TRIALS, res.stdout
     print(f"\n{TRIALS} trials: {wall:.0f} s wall, {summary.group(2)} s in the driver loop")
 
-    study = optuna.load_study(study_name="load", storage=f"sqlite:///{tmp_path}/optuna.db")
+    study = optuna.load_study(study_name="load", storage=default_storage(tmp_path))
     trials = study.get_trials(deepcopy=False)
     assert len(trials) == TRIALS
     assert all(t.state == TrialState.COMPLETE for t in trials)

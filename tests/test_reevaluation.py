@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from helpers import LLL_ENV, lll, pool_workdir
+from helpers import LLL_ENV, default_storage, lll, pool_workdir
 from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 
@@ -100,7 +100,7 @@ def test_killed_reevaluation_is_recovered_not_trained_again(raced):
 def test_each_ordering_and_seed_is_trained_by_one_run(raced):
     d, _second = raced
     runs = trial_runs(d)
-    study = optuna.load_study(study_name="r", storage=f"sqlite:///{d / 'optuna.db'}")
+    study = optuna.load_study(study_name="r", storage=default_storage(d))
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(runs) == len(complete) == TRIALS
     pairs = Counter((r.data.params["order"], s) for r in runs for s in trained_seeds(r))
@@ -140,7 +140,7 @@ def test_value_is_the_mean_over_the_orderings_seeds(raced):
         for s in trained_seeds(r):
             path = download_artifacts(run_id=r.info.run_id, artifact_path=f"per_seed/R_seed{s}.json", tracking_uri=uri)
             per_seed[(r.data.params["order"], s)] = acc_of(path)
-    study = optuna.load_study(study_name="r", storage=f"sqlite:///{d / 'optuna.db'}")
+    study = optuna.load_study(study_name="r", storage=default_storage(d))
     latest: dict[str, optuna.trial.FrozenTrial] = {}
     for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
         order = ",".join(t.user_attrs["order"])
@@ -177,4 +177,4 @@ def test_bad_max_seeds_is_one_line(tmp_path_factory, args, message):
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
-    assert not (d / "optuna.db").exists() or "bad" not in optuna.get_all_study_names(f"sqlite:///{d / 'optuna.db'}")
+    assert not (d / "optuna.journal").exists() or "bad" not in optuna.get_all_study_names(default_storage(d))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from helpers import lll, tiny_pool_yaml
+from helpers import default_storage, lll, tiny_pool_yaml
 from optuna.trial import TrialState
 
 from search.graph.model import STIFFENING_KAPPA, GraphModel, ModelParams, default_params
@@ -238,7 +238,7 @@ def test_killed_model_search_resumes_and_covers_every_ordering_once(tmp_path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    storage = f"sqlite:///{tmp_path}/optuna.db"
+    storage = default_storage(tmp_path)
     deadline, complete = time.time() + 240, 0
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from helpers import LLL_ENV, lll, tiny_pool_yaml
+from helpers import LLL_ENV, default_storage, lll, tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -146,7 +146,7 @@ def test_two_workers_exhaustive_train_each_prefix_once_and_rebuild_none(tmp_path
         m.group(0)
     )
     assert "2 on cpu with K=1" in res.stdout, res.stdout
-    study = optuna.load_study(study_name="tree", storage=f"sqlite:///{tmp_path}/optuna.db")
+    study = optuna.load_study(study_name="tree", storage=default_storage(tmp_path))
     orders = {tuple(t.user_attrs["order"]) for t in study.get_trials(states=(TrialState.COMPLETE,))}
     assert len(orders) == math.factorial(tasks)
 
@@ -176,7 +176,7 @@ def runs(tmp_path_factory) -> dict:
         d, "--exhaustive", "--study", "r", "--population", "4", fault="die-on-order@train_unit:upright,rot90"
     )
     killed = search(d, "--exhaustive", "--study", "k", "--population", "1", fault="kill-on-trial@after_record:2")
-    storage = f"sqlite:///{d}/optuna.db"
+    storage = default_storage(d)
     stale = optuna.load_study(study_name="k", storage=storage).trials[2].state
     resumed = lll("search", "--study", "k", "--resume", "--population", "1", "--validate", "0", cwd=d, timeout=600)
     return {"dir": d, "storage": storage, "retry": retry, "killed": killed, "stale": stale, "resumed": resumed}

@@ -19,7 +19,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from helpers import lll, pool_workdir, tiny_pool_yaml
+from helpers import default_storage, lll, pool_workdir, tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -237,7 +237,7 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(workdir):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    storage = f"sqlite:///{d}/optuna.db"
+    storage = default_storage(d)
     deadline = time.time() + 240
     complete = 0
     while time.time() < deadline and proc.poll() is None:

@@ -26,7 +26,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from helpers import LLL_ENV, lll, pool_workdir, tiny_pool_yaml
+from helpers import LLL_ENV, default_storage, lll, pool_workdir, tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
@@ -87,7 +87,7 @@ def studies(tmp_path_factory) -> dict[str, Path]:
 
 
 def load(d: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{d}/optuna.db")
+    return optuna.load_study(study_name=name, storage=default_storage(d))
 
 
 def nested_runs(d: Path, name: str) -> list:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from helpers import LLL_ENV, lll, pool_workdir, tiny_pool_yaml
+from helpers import LLL_ENV, default_storage, lll, pool_workdir, tiny_pool_yaml
 from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 from scipy import stats
@@ -54,9 +54,7 @@ def recorded_validation(d: Path, study: str) -> dict[tuple[str, tuple[str, ...]]
     """(role, ordering) → seed → R, read from the validation runs under the study's parent run."""
     uri = f"sqlite:///{d / 'mlflow.db'}"
     mc = MlflowClient(tracking_uri=uri)
-    parent = optuna.load_study(study_name=study, storage=f"sqlite:///{d / 'optuna.db'}").user_attrs[
-        "mlflow_parent_run_id"
-    ]
+    parent = optuna.load_study(study_name=study, storage=default_storage(d)).user_attrs["mlflow_parent_run_id"]
     exp = mc.get_experiment_by_name(study)
     runs = mc.search_runs(
         [exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}' and tags.`lll.kind` = 'validation'"
@@ -141,13 +139,13 @@ def test_not_clearly_better_when_the_gain_is_zero(tmp_path_factory):
 
 
 def stored_paths(d: Path, study: str, seeds: set[int]) -> int:
-    attrs = optuna.load_study(study_name=study, storage=f"sqlite:///{d / 'optuna.db'}").user_attrs
+    attrs = optuna.load_study(study_name=study, storage=default_storage(d)).user_attrs
     return sum(1 for k, v in attrs.items() if k.startswith("validation_path:") and v["seed"] in seeds)
 
 
 def copy_study(src: Path, dst: Path) -> Path:
     dst.mkdir()
-    for name in ("pool.yaml", "optuna.db", "mlflow.db"):
+    for name in ("pool.yaml", "optuna.journal", "mlflow.db"):
         shutil.copy(src / name, dst / name)
     if (src / "mlartifacts").exists():
         shutil.copytree(src / "mlartifacts", dst / "mlartifacts")
@@ -199,5 +197,5 @@ def test_bad_input_is_one_line_and_exit_2(searched, tmp_path):
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1, r.stderr
         assert "pool 'pool.yaml' has changed since study 'v' started" in lines[0] and lines[0].endswith(fix), lines
-    names = optuna.get_all_study_names(f"sqlite:///{d / 'optuna.db'}")
+    names = optuna.get_all_study_names(default_storage(d))
     assert "new" not in names and "new2" not in names  # refused before the study existed

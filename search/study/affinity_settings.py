@@ -23,7 +23,7 @@ class AffinityRequest:
 
     pool: str | None = None
     study: str | None = None
-    storage: str = "sqlite:///optuna.db"
+    storage: str = "journal:///optuna.journal"  # search.study.storage.DEFAULT_STORAGE
     out: str = "affinity.graphml"
     strategy: str | None = None
     seeds: int | None = None
@@ -41,7 +41,7 @@ class AffinityRequest:
 def _study_settings(req: AffinityRequest) -> tuple[dict[str, Any], Any, str, int, int, dict]:
     from search.study.storage import check_pool_unchanged, load_study, open_storage, study_settings
 
-    study = load_study(req.study, open_storage(req.storage))
+    study = load_study(req.study, open_storage(req.storage, req.study))
     st = study_settings(study)
     if req.pool is not None and req.pool != st.pool:
         raise LLLError(f"study {req.study!r} searched pool {st.pool!r}, not {req.pool!r}; drop --pool")

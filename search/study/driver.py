@@ -105,6 +105,7 @@ class SearchDriver:
         self.recorder = Recorder(r.tracking_uri)
         self.ctx = StudyContext(study.study_name, parent_run_id, settings)
         self.queue: list[TrialRun] = []  # asked, not started
+        self.finishing: list[tuple[tuple, Any]] = []  # ended this turn: (token, record) for the recorder
         self.active: list[TrialRun] = []  # started, not yet told
         self.t0 = time.perf_counter()
         self.last_note = 0.0
@@ -126,8 +127,8 @@ class SearchDriver:
         exhaustive, workers = self.settings.exhaustive, self.res.workers
         cap = self.to_run if exhaustive else workers
         # Identical candidates (same ordering, strategy and λ) share every unit: they count once.
-        running = len({self._identity(r) for r in self.active if r.state == "running"})
-        want = workers + 1 if not exhaustive else min(cap - running, ASK_CHUNK)
+        running = {r.identity for r in self.active if r.state == "running"}
+        want = workers + 1 if not exhaustive else min(cap - len(running), ASK_CHUNK)
         while len(self.queue) < want and self.asked < self.to_run and self._time_left():
             t0 = time.perf_counter()
             self._race()
@@ -137,11 +138,11 @@ class SearchDriver:
             self.queue.append(run)
             self.asked += 1
             self._clock("ask", t0)
-        while running < cap and self.queue:
+        while len(running) < cap and self.queue:
             run = max(self.queue, key=self._cached)
             self.queue.remove(run)
             self.active.append(run)
-            running = len({self._identity(r) for r in self.active if r.state == "running"})
+            running.add(run.identity)
             self._next(run)
 
     def _race(self) -> None:
@@ -153,14 +154,10 @@ class SearchDriver:
         if pick is not None:
             self.book.enqueue(self.study, *pick)
 
-    @staticmethod
-    def _identity(run: TrialRun) -> tuple:
-        return run.candidate.order, run.candidate.strategy.model_dump_json(), tuple(run.seeds)
-
     def _cached(self, run: TrialRun) -> tuple[int, int]:
         """(tasks of the ordering already trained for its first seed, -trial number): what to start first."""
         c = run.candidate
-        path = Unit(c.order, c.strategy.model_dump_json(), self.bridge.train_json, run.seeds[0])
+        path = Unit(c.order, run.identity[1], self.bridge.train_json, run.seeds[0])
         return self.sched.table.cached_len(path), -run.trial.number
 
     def _next(self, run: TrialRun) -> None:
@@ -186,7 +183,8 @@ class SearchDriver:
             self._next(run)
 
     def _finish(self, run: TrialRun, state: State, reason: str = "") -> None:
-        """Record the trial in MLflow (background thread); Optuna is told once the record is written."""
+        """Record the trial in MLflow (background thread, with the others that finish in this turn
+        of the loop); Optuna is told once the record is written."""
         self.sched.cancel(run)
         run.state = "recording"
         if run.reevaluate and self.book is not None:
@@ -197,14 +195,15 @@ class SearchDriver:
                 self.book.note(outcome, run.trial.params)
             elif run.reevaluate:
                 self.book.gave_up.add(key_of(run.reevaluate))
-        self.recorder.submit((run, outcome), trial_record(self.ctx, outcome))
+        self.finishing.append(((run, outcome), trial_record(self.ctx, outcome)))
 
-    def _on_written(self, token: tuple, run_id: str | None, error: str | None) -> None:
+    def _on_written(self, token: tuple, run_id: str | None, error: str | None, index: int = 0) -> None:
         run, outcome = token
         if error is not None:
             raise LLLError(f"recording trial {run.trial.number} in MLflow failed ({error[:300]}); check --tracking-uri")
-        # tests: a kill between MLflow and Optuna (of trial N, or of the first re-evaluation)
-        fault_point("after_record", trial=run.trial.number, reevaluation=int(bool(run.reevaluate)))
+        # tests: a kill between MLflow and Optuna (of trial N, of the first re-evaluation, or after the
+        # index-th tell of a batch told together)
+        fault_point("after_record", trial=run.trial.number, reevaluation=int(bool(run.reevaluate)), index=index)
         t0 = time.perf_counter()
         self.bridge.end(run, replace(outcome, mlflow_run_id=run_id))
         if self.book is not None:
@@ -285,8 +284,16 @@ class SearchDriver:
                 self._clock("boot" if booting else "wait", t0)
                 for ev in events:
                     self._on_event(ev)
-                for w in self.recorder.done():
-                    self._on_written(w.token, w.run_id, w.error)
+                self.recorder.submit_batch(self.finishing)
+                self.finishing = []
+                # Nothing in flight but records being written: wait for them here rather than spin
+                # (a spinning loop takes the GIL from the recorder thread).
+                idle = not events and not self.sched.inflight and self.recorder.busy()
+                t0 = time.perf_counter()
+                written = self.recorder.done(wait=0.05 if idle else 0.0)
+                self._clock("wait", t0)
+                for i, w in enumerate(written):
+                    self._on_written(w.token, w.run_id, w.error, i)
                 if time.perf_counter() - self.last_note > HEARTBEAT:
                     self._notify()
                 if not self.active and not self.queue and (self.asked >= self.to_run or not self._time_left()):
@@ -294,6 +301,8 @@ class SearchDriver:
         finally:
             self.summary.workers = self.sched.infos()
             self.summary.retried = self.sched.retried
+            # the scheduler's share of "wait": dispatching and taking results (the rest is idle)
+            self.summary.timing["dispatch"] = self.sched.timing["busy"] - self.sched.timing["idle"]
             self.sched.close()
             self.recorder.close()
             self.summary.timing["record"] = self.recorder.seconds

@@ -176,7 +176,7 @@ def prepare(req: SearchRequest) -> tuple[optuna.Study, StudySettings, Any, str |
         check_address(req.ray_address)
     else:
         check_gpus(req.gpus_per_worker)  # the local machine, before Ray starts
-    storage = open_storage(req.storage)
+    storage = open_storage(req.storage, req.study if req.resume else None)
     if req.resume:
         study, settings, pool, uri = _resume(req, storage)
     else:

@@ -48,6 +48,10 @@ class TrialRun:
     submitted: int = 0  # tasks of the ordering whose units were handed out
     reevaluate: dict[str, Any] | None = None  # a re-evaluation: {seed, order, strategy, lambda} (racing.py)
     prior: Record | None = None  # a re-evaluation: the ordering's record it adds its seed to
+    identity: tuple = ()  # (ordering, strategy JSON, seeds): identical candidates share every unit
+
+    def __post_init__(self) -> None:
+        self.identity = (tuple(self.candidate.order), self.candidate.strategy.model_dump_json(), tuple(self.seeds))
 
     def waiting(self) -> bool:
         return any(len(r) - 1 < self.step + 1 for r in self.rows.values()) or len(self.rows) < len(self.seeds)
@@ -83,7 +87,7 @@ class OptunaBridge:
         its own unit, so the prefix tree is still shared and each returns its own row/checkpoint)."""
         T = len(run.candidate.order)
         end = T if self.whole else run.step + 1
-        sj = run.candidate.strategy.model_dump_json()
+        sj = run.identity[1]
         out = []
         for n in range(max(run.step, run.submitted) + 1, end + 1):
             keep = self.checkpoints == "all" or (self.checkpoints == "final" and n == T)

@@ -86,26 +86,23 @@ class RunRecord:
     heatmap: bool = True
 
 
-def write(uri: str, rec: RunRecord) -> str:
-    """Write ``rec`` as one MLflow run and end it with its status; returns the run id."""
-    run_id = tracking.start_run(uri, rec.experiment, rec.name, tags=rec.tags, parent_run_id=rec.parent_run_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        paths: list[tuple[str, Path]] = []
-        for k, (folder, name, blob) in enumerate(rec.files):
-            d = Path(tmp) / str(k)
-            d.mkdir()
-            (d / name).write_bytes(blob)
-            paths.append((folder, d / name))
-        tracking.log_ordering_run(
-            uri,
-            run_id,
-            rec.rmatrix,
-            rec.params,
-            extra_metrics=rec.metrics,
-            step_metrics=rec.series,
-            files=paths,
-            heatmap=rec.heatmap,
-        )
+def write(uri: str, rec: RunRecord, experiments: dict[str, str] | None = None) -> str:
+    """Write ``rec`` as one MLflow run and end it with its status; returns the run id. Four store
+    calls: create the run with its tags, one batch of params and metrics, one folder of
+    artifacts, the end (``experiments``: experiment ids already looked up, reused)."""
+    run_id = tracking.start_run(
+        uri, rec.experiment, rec.name, tags=rec.tags, parent_run_id=rec.parent_run_id, experiments=experiments
+    )
+    tracking.log_ordering_run(
+        uri,
+        run_id,
+        rec.rmatrix,
+        rec.params,
+        extra_metrics=rec.metrics,
+        step_metrics=rec.series,
+        heatmap=rec.heatmap,
+        blobs=rec.files,
+    )
     tracking.end_run(uri, run_id, rec.status)
     return run_id
 
@@ -120,46 +117,55 @@ class Written:
 
 
 class Recorder:
-    """One background writer thread. ``submit(token, record)``; ``done()`` returns what was written
-    since the last call (in order). ``uri=None`` records nothing (every record "writes" as None)."""
+    """One background writer thread. ``submit_batch([(token, record), ...])``; ``done()`` returns
+    what was written since the last call (in order, whole batches: the records of trials that
+    finished together come back together, so the driver tells Optuna about them in one go).
+    ``uri=None`` records nothing (every record "writes" as None)."""
 
     def __init__(self, uri: str | None) -> None:
         self.uri = uri
-        self.todo: queue.Queue[tuple[Hashable, RunRecord] | None] = queue.Queue()
-        self.out: queue.Queue[Written] = queue.Queue()
+        self.todo: queue.Queue[list[tuple[Hashable, RunRecord]] | None] = queue.Queue()
+        self.out: queue.Queue[list[Written]] = queue.Queue()
         self.queued = 0
         self.seconds = 0.0  # spent writing (on the thread): what recording costs, off the critical path
+        self.experiments: dict[str, str] = {}  # experiment ids, looked up once per search
         self.thread = threading.Thread(target=self._loop, name="lll-recorder", daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
         while True:
-            item = self.todo.get()
-            if item is None:
+            batch = self.todo.get()
+            if batch is None:
                 return
-            token, rec = item
-            t0 = time.perf_counter()
-            try:
-                run_id = write(self.uri, rec) if self.uri else None
-                self.seconds += time.perf_counter() - t0
-                self.out.put(Written(token, run_id))
-            except Exception as exc:
-                self.out.put(Written(token, None, f"{type(exc).__name__}: {exc}"))
+            self.out.put([self._write(token, rec) for token, rec in batch])
+
+    def _write(self, token: Hashable, rec: RunRecord) -> Written:
+        t0 = time.perf_counter()
+        try:
+            run_id = write(self.uri, rec, self.experiments) if self.uri else None
+        except Exception as exc:
+            return Written(token, None, f"{type(exc).__name__}: {exc}")
+        self.seconds += time.perf_counter() - t0
+        return Written(token, run_id)
 
     def submit(self, token: Hashable, rec: RunRecord) -> None:
-        self.queued += 1
-        self.todo.put((token, rec))
+        self.submit_batch([(token, rec)])
+
+    def submit_batch(self, items: list[tuple[Hashable, RunRecord]]) -> None:
+        if items:
+            self.queued += len(items)
+            self.todo.put(list(items))
 
     def busy(self) -> bool:
         return self.queued > 0
 
     def done(self, wait: float = 0.0) -> list[Written]:
-        """Records written since the last call; waits up to ``wait`` s for the first one."""
+        """Records written since the last call (whole batches); waits up to ``wait`` s for the first."""
         got: list[Written] = []
         try:
-            got.append(self.out.get(timeout=wait) if wait > 0 else self.out.get_nowait())
+            got += self.out.get(timeout=wait) if wait > 0 else self.out.get_nowait()
             while True:
-                got.append(self.out.get_nowait())
+                got += self.out.get_nowait()
         except queue.Empty:
             pass
         self.queued -= len(got)

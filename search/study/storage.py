@@ -12,25 +12,49 @@ import logging
 import math
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+from optuna.study import get_all_study_names
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.tracking import mask_url, sqlite_fast_commits
+from search.study.journal import SCHEME as JOURNAL_SCHEME
+from search.study.journal import open_journal
 from search.study.settings import StudySettings
 from tasks.errors import LLLError
 
-DEFAULT_STORAGE = "sqlite:///optuna.db"
+DEFAULT_STORAGE = "journal:///optuna.journal"  # search/study/journal.py: the fast embedded storage
+LEGACY_STORAGE = "sqlite:///optuna.db"  # the default before the journal: its studies still load
 INTERRUPTED = "interrupted"  # fail reason of trials a killed search left running
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An RDB storage, checked now so that a bad URL fails before any training."""
+def open_storage(url: str, study: str | None = None) -> optuna.storages.BaseStorage:
+    """The storage of ``url``, checked now so that a bad URL fails before any training:
+    ``journal:///FILE`` (search/study/journal.py), else an RDB storage (SQLite, PostgreSQL).
+
+    With the default URL and the name of a ``study`` to load that only the old default
+    ``optuna.db`` holds (a study from before the journal), that file's storage."""
+    if not url.startswith(JOURNAL_SCHEME):
+        return _open_rdb(url)
+    try:
+        storage = open_journal(url)
+    except (OSError, ValueError) as exc:
+        raise LLLError(f"Optuna storage {url} cannot be opened ({exc}); check --storage") from None
+    legacy = Path(LEGACY_STORAGE[len("sqlite:///") :])
+    if study and url == DEFAULT_STORAGE and legacy.is_file() and study not in get_all_study_names(storage):
+        old = _open_rdb(LEGACY_STORAGE)
+        if study in get_all_study_names(old):
+            return old
+    return storage
+
+
+def _open_rdb(url: str) -> optuna.storages.RDBStorage:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
@@ -57,7 +81,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     except Exception as exc:
         raise LLLError(
             f"Optuna storage {mask_url(url)} is unreachable or invalid ({type(exc).__name__}); "
-            "check --storage (e.g. sqlite:///optuna.db or postgresql://user:pass@host/db)"
+            "check --storage (e.g. journal:///optuna.journal, sqlite:///optuna.db or postgresql://user:pass@host/db)"
         ) from None
 
 
@@ -153,7 +177,7 @@ def make_pruner(objective: str, enabled: bool, startup: int = 8) -> optuna.prune
     return BottomQuarterPruner(startup=startup, warmup=1)
 
 
-def load_study(name: str, storage: optuna.storages.RDBStorage) -> optuna.Study:
+def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
     """A study of this storage with its own sampler and pruner; its settings are validated now."""
     try:
         frozen = optuna.load_study(study_name=name, storage=storage)
@@ -170,7 +194,7 @@ def load_study(name: str, storage: optuna.storages.RDBStorage) -> optuna.Study:
     )
 
 
-def create_study(name: str, storage: optuna.storages.RDBStorage, settings: StudySettings) -> optuna.Study:
+def create_study(name: str, storage: optuna.storages.BaseStorage, settings: StudySettings) -> optuna.Study:
     try:
         optuna.load_study(study_name=name, storage=storage)
     except KeyError:

@@ -39,7 +39,7 @@ Rule = Annotated[
 def affinity(
     pool: Pool = None,
     study: FromStudy = None,
-    storage: StorageWithStudy = "sqlite:///optuna.db",
+    storage: StorageWithStudy = "journal:///optuna.journal",
     out_path: OutPath = Path("affinity.graphml"),
     recommend: Recommend = False,
     strategy: MeasureWith = None,

@@ -144,4 +144,4 @@ def print_sizes(tasks, sizes: list[dict[str, float]]) -> None:
 def open_study(study: str, storage: str):
     from search.study.storage import load_study, open_storage
 
-    return load_study(study, open_storage(storage))
+    return load_study(study, open_storage(storage, study))

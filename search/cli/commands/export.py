@@ -13,7 +13,7 @@ from search.cli.options import HeldoutSeeds, Storage, StudyName
 
 def export(
     study: StudyName,
-    storage: Storage = "sqlite:///optuna.db",
+    storage: Storage = "journal:///optuna.journal",
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the recommendation JSON here")] = None,
     validate: Annotated[
         int | None, typer.Option(help="First retrain the top K orderings on held-out seeds (resumes a killed one)")

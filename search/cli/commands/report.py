@@ -13,7 +13,7 @@ from search.cli.options import Storage, StudyName
 
 def report(
     study: StudyName,
-    storage: Storage = "sqlite:///optuna.db",
+    storage: Storage = "journal:///optuna.journal",
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the plots")] = Path("report"),
 ) -> None:
     """Draw a study's plots (Pareto front, ACC distribution, history, recommended R) to a folder."""

@@ -63,7 +63,7 @@ MaxSeeds = Annotated[
 ]
 BaseSeed = Annotated[int | None, typer.Option(help="Base seed of sampler and training [default: 0]")]
 NewStudy = Annotated[str | None, typer.Option(help="Study name [default: POOL-DATE-TIME]")]
-SearchStorage = Annotated[str, typer.Option(help="Optuna storage (SQLAlchemy URL)")]
+SearchStorage = Annotated[str, typer.Option(help="Optuna storage: journal:///FILE or a SQLAlchemy URL")]
 TrackingUri = Annotated[str, typer.Option(help="MLflow tracking URI")]
 Resume = Annotated[bool, typer.Option(help="Continue --study where it stopped")]
 Exhaustive = Annotated[bool, typer.Option(help="Every ordering of a small pool (T ≤ 7)")]
@@ -118,7 +118,7 @@ def search(
     max_seeds: MaxSeeds = None,
     seed: BaseSeed = None,
     study: NewStudy = None,
-    storage: SearchStorage = "sqlite:///optuna.db",
+    storage: SearchStorage = "journal:///optuna.journal",
     tracking_uri: TrackingUri = "sqlite:///mlflow.db",
     ray_address: RayAddress = None,
     resume: Resume = False,
@@ -385,7 +385,7 @@ def print_search_summary(name: str, summary, rec: dict | None, tracking_uri: str
     from pipeline.tracking import mask_url
 
     # Commands are printed unwrapped (soft_wrap) so that they can be copied whole.
-    extra = "" if storage == "sqlite:///optuna.db" else f" --storage '{mask_url(storage)}'"
+    extra = "" if storage == "journal:///optuna.journal" else f" --storage '{mask_url(storage)}'"
     out.print(f"export it: lll export --study {name}{extra} --out order.json", markup=False, soft_wrap=True)
     out.print(f"browse runs: lll ui --study {name}{extra}", markup=False, soft_wrap=True)
     out.print(f"resume/extend: lll search --study {name}{extra} --resume --trials N", markup=False, soft_wrap=True)

@@ -68,7 +68,7 @@ def study_runs_url(uri: str, study: str, host: str, port: int) -> str:
 
 def ui(
     study: Annotated[str | None, typer.Option(help="Open the MLflow store this study logged to")] = None,
-    storage: StorageWithStudy = "sqlite:///optuna.db",
+    storage: StorageWithStudy = "journal:///optuna.journal",
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store [default: sqlite:///mlflow.db]")] = None,
     host: Annotated[str, typer.Option(help="Bind address (127.0.0.1 keeps it private)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 5000,
