@@ -120,6 +120,7 @@ def test_a_new_study_stores_the_same_attributes_as_before_plus_the_population(po
         seed=3,
         train={"epochs": 2, "hidden": [16]},
         tracking_uri="sqlite:///mlflow.db",
+        prune=True,  # the old default (off since 2026-12-03)
     )
     settings = new_settings(req, load_pool(pool_path), 5)
     assert settings.to_user_attrs() == {**old_format_attrs(pool_path), "population": "auto"}
