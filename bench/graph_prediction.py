@@ -7,8 +7,8 @@ On the default pool (mixed-mnist, 5 tasks, 120 orderings):
    training config as the ground truth.
 2. Ground truth: the final ACC of every ordering from an exhaustive enumeration, read from
    bench/order_effect.py's JSON (--truth; all 120 orderings for naive and ewc on seeds 0 and 1),
-   or (--quick) enumerated here through the scheduler (common.train_every_ordering, one model at
-   a time as order_effect.py's default).
+   or (--quick) enumerated here through the scheduler (common.train_every_ordering, as
+   order_effect.py's default).
 3. Rank correlation (Spearman) between the graph's path score of every ordering (default weights,
    no fitting) and the measured ACC — on the seed the graph was measured with, on a held-out seed,
    and on the seed mean; then with weights fitted on 24 random orderings (a default study's budget)
@@ -61,7 +61,7 @@ def load_truth(path: Path, pool: str, strategy: str) -> tuple[dict[int, dict[tup
 
 
 def enumerate_truth(pool, names: list[str], strategy: str, cfg: TrainConfig, seeds: list[int], workers: int) -> dict:
-    """Every ordering's R per seed through the scheduler, one model at a time (as order_effect.py)."""
+    """Every ordering's R per seed through the scheduler (population 1, as order_effect.py)."""
     out = {}
     for seed in seeds:
         sj, tj = StrategyConfig(name=strategy).model_dump_json(), cfg.model_dump_json()

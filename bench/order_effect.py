@@ -3,12 +3,12 @@
 All T! orderings (120 for 5 tasks) are trained per (pool, strategy, seed) through
 :func:`common.train_orderings` — Ray workers, lll's scheduler, each worker's prefix cache — so each
 distinct prefix is trained about once (T + T(T-1) + ... = 325 task-trainings for 5 tasks instead of
-600). ``--population 1`` (the default) trains one model at a time, bit for bit the numbers of the
-recorded runs (made with ``run_ordering``); ``--population auto`` trains in lockstep as the search
-does. Reported per strategy and seed: best / worst / median ACC and BWT with the
-orderings that reach them and the spread; across seeds: the Spearman rank correlation of the 120
-ACC (and BWT) values between seeds (is the ranking of orderings a property of the orderings or
-seed noise?) and the median seed-to-seed difference for the same ordering.
+600). ``--population`` only changes speed: naive and EWC on the MLP train in lockstep at any K
+(``1``, the default, is stacks of one; ``auto`` is faster), bit for bit what ``lll run`` gives.
+Reported per strategy and seed: best / worst / median ACC and BWT with the orderings that reach
+them and the spread; across seeds: the Spearman rank correlation of the 120 ACC (and BWT) values
+between seeds (is the ranking of orderings a property of the orderings or seed noise?) and the
+median seed-to-seed difference for the same ordering.
 
     python bench/order_effect.py --out order_effect.json            # ~20 min of one core per worker
     python bench/order_effect.py --report order_effect.json          # re-print a saved run, no training
@@ -175,7 +175,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="override TrainConfig.epochs (default 10)")
     ap.add_argument("--workers", type=int, default=2, help="Ray worker processes (one thread each)")
     ap.add_argument(
-        "--population", default="1", help="1: one model at a time (the recorded runs); auto: lockstep as the search"
+        "--population", default="1", help="K per worker (1: stacks of one); speed only, K never changes a result"
     )
     ap.add_argument("--out", default=None, help="also write every ordering's R and metrics as JSON here")
     ap.add_argument("--quick", action="store_true", help="smoke test, 3 tasks, 300 samples per task, 5 epochs")

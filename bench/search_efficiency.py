@@ -2,7 +2,7 @@
 
 Ground truth: the final ACC of every ordering of the default pool (exhaustive enumeration through the
 prefix cache, averaged over seeds), read from bench/order_effect.py's JSON or computed here through
-the scheduler (common.train_every_ordering, one model at a time as order_effect.py's default).
+the scheduler (common.train_every_ordering, as order_effect.py's default).
 Then each sampler proposes orderings one trial at a time through lll's own search space (Lehmer code,
 `search.study.storage.make_sampler`), and each proposed ordering is *looked up* in the ground-truth table —
 the measured ACC of that ordering, not a model of it — until one within --within points of the best
