@@ -43,7 +43,7 @@ tasks:
     transforms: [{type: invert}]
 """
 T = 4
-TRIALS = 10
+TRIALS = 16
 ARGS = ["--pool", "pool.yaml", "--strategies", "naive", "--seeds", "1", "--max-seeds", "3", "--no-prune"]
 ARGS += ["--epochs", "1", "--hidden", "16", "--lr", "0.05", "--checkpoints", "none", "--workers", "2"]
 ARGS += ["--validate", "0", "--study", "r"]

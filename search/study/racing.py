@@ -143,7 +143,14 @@ class SeedBook:
         if not may_reevaluate(evals, reevals, self.plan):
             return None
         score, noise_sd = scores(study, results)
-        return next_reevaluation(results, score, self.plan, noise_sd, self.settings.all_seeds, busy)
+        pick = next_reevaluation(results, score, self.plan, noise_sd, self.settings.all_seeds, busy)
+        if pick is None:
+            return None
+        # Not yet: while the ordering's latest record is still on its way to MLflow, or another of
+        # its seeds is training, a re-evaluation could not name the record it adds its seed to.
+        if self.records[pick[0]].run_id is None or any(k == pick[0] for k, _ in busy):
+            return None
+        return pick
 
     def enqueue(self, study: optuna.Study, key: Key, seed: int) -> None:
         """Enqueue the re-evaluation: the ordering's own params, and which seed it trains."""
