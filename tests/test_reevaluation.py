@@ -43,7 +43,8 @@ tasks:
     transforms: [{type: invert}]
 """
 T = 4
-TRIALS = 16
+TRIALS = 16  # the killed run's budget
+TOTAL = TRIALS + 8  # the resumed run's: room for re-evaluations after the resume
 ARGS = ["--pool", "pool.yaml", "--strategies", "naive", "--seeds", "1", "--max-seeds", "3", "--no-prune"]
 ARGS += ["--epochs", "1", "--hidden", "16", "--lr", "0.05", "--checkpoints", "none", "--workers", "2"]
 ARGS += ["--validate", "0", "--study", "r"]
@@ -74,7 +75,7 @@ def raced(tmp_path_factory):
     d = pool_workdir(tmp_path_factory, "race", POOL)
     first = killed_search(d, "kill-on-reevaluation@after_record:1")
     assert first.returncode == -signal.SIGKILL, first.stdout[-2000:] + first.stderr[-3000:]
-    second = lll("search", *ARGS, "--resume", cwd=d, timeout=600)
+    second = lll("search", *ARGS, "--resume", "--trials", str(TOTAL), cwd=d, timeout=600)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
     return d, second
 
@@ -102,7 +103,7 @@ def test_each_ordering_and_seed_is_trained_by_one_run(raced):
     runs = trial_runs(d)
     study = optuna.load_study(study_name="r", storage=default_storage(d))
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(runs) == len(complete) == TRIALS
+    assert len(runs) == len(complete) == TOTAL
     pairs = Counter((r.data.params["order"], s) for r in runs for s in trained_seeds(r))
     assert max(pairs.values()) == 1, pairs
     again = [r for r in runs if r.data.tags.get("lll.reevaluation") == "1"]
