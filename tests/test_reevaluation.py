@@ -43,7 +43,7 @@ tasks:
     transforms: [{type: invert}]
 """
 T = 4
-TRIALS = 16  # the killed run's budget
+TRIALS = 20  # the killed run's budget (its first re-evaluation is killed)
 TOTAL = TRIALS + 8  # the resumed run's: room for re-evaluations after the resume
 ARGS = ["--pool", "pool.yaml", "--strategies", "naive", "--seeds", "1", "--max-seeds", "3", "--no-prune"]
 ARGS += ["--epochs", "1", "--hidden", "16", "--lr", "0.05", "--checkpoints", "none", "--workers", "2"]
