@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   venv + install + the main job on the embedded defaults (offline)
-#   make test   venv + install + the whole test suite (what CI runs)
+#   make test   venv + install + the test suite (what CI runs; `make test-all` adds the long scenarios)
 PYTHON ?= python3
 VENV ?= .venv
 # Torch first, pinned to the CPU wheel this project's machines carry; GPU users may override,
@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-all lint bench clean
 
 $(BIN)/lll: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 test: setup lint
+	$(BIN)/pytest -q -m "not extended" --durations=15
+
+# Everything, with the long scenarios marked `extended` (a kill-and-resume per sampler, 200 trials,
+# the example project end to end, ...): before a release.
+test-all: setup lint
 	$(BIN)/pytest -q --durations=15
 
 bench: setup

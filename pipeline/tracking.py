@@ -13,6 +13,7 @@ import functools
 import os
 import re
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -138,10 +139,31 @@ def sqlite_fast_commits() -> None:
 _FAST_COMMITS = False
 
 
-@functools.lru_cache(maxsize=8)
+_CLIENT_LOCK = threading.Lock()
+
+
 def client(uri: str):
     """THE MLflow client of ``uri`` (every module asks here; one per URI per process, so its
     store connection and experiment lookups are reused instead of rebuilt per call)."""
+    with _CLIENT_LOCK:  # a prewarm thread may be building it: wait for that one, never build two
+        return _new_client(uri)
+
+
+def prewarm(uri: str | None) -> None:
+    """Build ``uri``'s client on a daemon thread: importing MLflow and opening (on a new SQLite
+    file: migrating) its store take seconds of mostly Python work that overlap Ray's start-up,
+    which mostly waits for its own processes. Errors surface later, at the first real use."""
+    if uri:
+        threading.Thread(target=_quiet_client, args=(uri,), daemon=True).start()
+
+
+def _quiet_client(uri: str) -> None:
+    with contextlib.suppress(Exception):
+        client(uri)
+
+
+@functools.lru_cache(maxsize=8)
+def _new_client(uri: str):
     import logging
 
     from mlflow.tracking import MlflowClient

@@ -310,6 +310,7 @@ def test_lll_affinity_measures_writes_and_recommends(workdir: Path) -> None:
     assert g.nodes["upright"]["solo"] == rows[1]["upright"]
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_search_seeded_from_the_graph_then_graph_of_the_study(workdir: Path) -> None:

@@ -254,6 +254,7 @@ def example_dir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.mark.extended
 @pytest.mark.e2e
 def test_example_search_export_rerun(example_dir):
     """The example of docs/own-tasks.md through the CLI: a search with the CNN on Ray (the pool's training

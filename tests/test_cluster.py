@@ -192,6 +192,7 @@ def test_search_runs_trials_on_both_hosts(cluster):
     assert len({r.data.tags["ray_node_id"] for r in runs}) == 2
 
 
+@pytest.mark.extended
 def test_killing_the_worker_node_mid_search_still_finishes_the_budget(cluster):
     work, study = cluster["work"], "node-lost"
     proc = lll_in(cluster["head_ns"], cluster["env"], work, *search_args(study, 12), background=True)

@@ -180,6 +180,7 @@ def test_bad_input_through_the_cli_is_one_line_and_exit_2(bad_runs, case):
     assert len(lines) == 1 and lines[0].startswith("error: ") and BAD[case][1] in lines[0], done.stderr
 
 
+@pytest.mark.extended
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_cpg_runs_through_lll_search(workdir):

@@ -21,7 +21,7 @@ from helpers import default_storage, tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.extended]
 
 TRIALS = 200
 POOL_YAML = tiny_pool_yaml("tiny-load", 16, 16, rotated_and_permuted=False)

@@ -221,6 +221,7 @@ def test_bad_input_one_line_exit_2(tmp_path):
     assert "9,864,100 task-trainings" in results[2].stderr
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_killed_model_search_resumes_and_covers_every_ordering_once(tmp_path):

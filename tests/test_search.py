@@ -180,6 +180,7 @@ def test_exhaustive_uses_the_prefix_cache_and_matches_uncached_runs(workdir):
         assert np.array_equal(direct.rmatrix.values, np.asarray(t.user_attrs["R"])), t.user_attrs["order"]
 
 
+@pytest.mark.extended
 def test_pruning_stops_worse_orderings(workdir):
     study, summary, _ = run_search(
         request(workdir, study="prune", strategies=["naive", "ewc"], trials=16, workers=1, prune=True, prune_startup=3)
@@ -203,6 +204,7 @@ def test_nan_trial_is_failed_with_reason_and_study_goes_on(workdir):
     assert len(runs) == 2 and all(r.info.status == "FAILED" for r in runs)
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_sigkill_then_resume_loses_and_repeats_nothing(workdir):
     d = workdir / "kill"

@@ -353,3 +353,41 @@ def test_no_module_reaches_into_optunas_private_storage() -> None:
         if private.search(line)
     ]
     assert not offenders, offenders
+
+
+def test_results_arriving_out_of_step_order_are_taken_in_step_order(pool_dir: Path) -> None:
+    """Two identical trials with --checkpoints all: the second joins the first's prefixes 2 and 3 in
+    flight, but its prefix 1 (finished before, without the checkpoint it wants) trains again and
+    comes back last. The unit table really delivers that order; the trial still ends with the
+    same R and checkpoints as one whose results came in order (it used to wait for ever)."""
+    from pipeline.units import Unit
+    from search.study.unit_table import UnitTable, unit_key
+
+    order = ("upright", "rot90", "permuted")
+    table = UnitTable()
+    units = [Unit(order[:n], "s", "t", 0, True) for n in (1, 2, 3)]
+    for u in units:
+        table.submit(u, "A")
+    table.finished(unit_key(units[0]), {"rows": [{}] * 2, "checkpoint": b"1"}, {})
+    for u in units:
+        table.submit(u, "B")  # prefix 1 is not pending any more: it is asked again, behind 2 and 3
+    for n in (2, 3, 1):
+        table.finished(unit_key(units[n - 1]), {"rows": [{}] * (n + 1), "checkpoint": str(n).encode()}, {})
+    arrived = [len(e.result["rows"]) - 1 for e in table.take_events() if e.job == "B"]
+    assert arrived == [2, 3, 1]
+
+    pool = load_pool(str(pool_dir / "pool.yaml"))
+    settings = new_settings(SearchRequest(pool=str(pool_dir / "pool.yaml"), strategies=["ewc"], seeds=1), pool, 2)
+    study = create_study("o", open_storage(f"sqlite:///{pool_dir}/optuna.db"), settings)
+    bridge = OptunaBridge(study, settings)
+    runs = {}
+    for name, steps in {"in order": [1, 2, 3], "out of order": [2, 3, 1]}.items():
+        run = bridge.ask()
+        results = {s: synthetic_result(run.candidate.order, s, 0, pool.names) for s in (1, 2, 3)}
+        for s in results:
+            results[s]["checkpoint"] = f"after {s}".encode()
+        advanced = [bridge.take(run, 0, results[s], {}) for s in steps]
+        assert run.step == 3 and advanced == ([True] * 3 if name == "in order" else [False, False, True])
+        runs[name] = run
+    a, b = runs["in order"], runs["out of order"]
+    assert a.rows == b.rows and a.checkpoints == b.checkpoints == {0: [b"after 1", b"after 2", b"after 3"]}

@@ -181,6 +181,7 @@ def test_seeds_zero_and_a_pool_of_two_tasks_are_one_line_each(workdir: Path) -> 
     assert not (workdir / "affinity.graphml").exists()  # nothing measured, nothing written
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_an_affinity_study_whose_pool_changed_is_refused(workdir: Path) -> None:

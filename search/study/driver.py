@@ -284,6 +284,7 @@ class SearchDriver:
                 self._clock("boot" if booting else "wait", t0)
                 for ev in events:
                     self._on_event(ev)
+                self._check_progress(events)
                 self.recorder.submit_batch(self.finishing)
                 self.finishing = []
                 # Nothing in flight but records being written: wait for them here rather than spin
@@ -308,6 +309,19 @@ class SearchDriver:
             self.summary.timing["record"] = self.recorder.seconds
         self.summary.seconds = time.perf_counter() - self.t0
         return self.summary
+
+    def _check_progress(self, events: list) -> None:
+        """A running trial that no unit in the table will ever answer would spin this loop for
+        ever: fail loudly instead (a scheduler bug; the study keeps everything told so far)."""
+        s = self.sched
+        if events or s.inflight or s.table.ready or s.table.events or not s.booted:
+            return
+        stuck = [r.trial.number for r in self.active if r.state == "running"]
+        if stuck:
+            raise LLLError(
+                f"trials {stuck} wait for results no worker will send (a scheduler bug; please report it); "
+                "what finished is recorded: continue with --resume"
+            )
 
     def _drop_unstarted(self) -> None:
         """Time is up: trials asked ahead that were never started go back to the study, unrun."""

@@ -253,6 +253,7 @@ def _create(req: SearchRequest, storage) -> tuple[optuna.Study, StudySettings, A
     uri = req.tracking_uri
     if uri:
         tracking.check_tracking_uri(uri)
+        tracking.prewarm(uri)  # MLflow's store opens while Ray starts
     check_gpus(req.gpus_per_worker, connect(req.ray_address))  # Ray up (or joined) before the study exists
     name = req.study or default_study_name(req.pool)
     study = create_study(name, storage, settings)
@@ -274,6 +275,7 @@ def run_search(req: SearchRequest, progress: Progress | None = None, prepared=No
 
     ``prepared`` is :func:`prepare`'s result when the caller validated the request already."""
     study, settings, _pool, uri = prepared or prepare(req)
+    tracking.prewarm(uri)  # on --resume Ray starts here; a no-op when the client exists
     resources = connect(req.ray_address)
     cpus = resources.get("CPU", 1)
     workers = req.workers or max(1, int(cpus // req.cpus_per_worker))

@@ -38,6 +38,7 @@ class TrialRun:
     step: int = 0  # tasks every seed has finished
     rows: dict[int, list[dict[str, float]]] = field(default_factory=dict)
     last: dict[int, dict[str, Any]] = field(default_factory=dict)  # per seed, the latest unit result
+    early: dict[int, dict[int, tuple]] = field(default_factory=dict)  # per seed, step → a result not taken yet
     checkpoints: dict[int, list[bytes]] = field(default_factory=dict)
     trained: int = 0
     reused: int = 0
@@ -52,9 +53,6 @@ class TrialRun:
 
     def __post_init__(self) -> None:
         self.identity = (tuple(self.candidate.order), self.candidate.strategy.model_dump_json(), tuple(self.seeds))
-
-    def waiting(self) -> bool:
-        return any(len(r) - 1 < self.step + 1 for r in self.rows.values()) or len(self.rows) < len(self.seeds)
 
     def rmatrices(self) -> list[RMatrix]:
         return [RMatrix.from_rows(self.candidate.order, self.rows[s]) for s in self.seeds if s in self.rows]
@@ -96,7 +94,23 @@ class OptunaBridge:
         return out
 
     def take(self, run: TrialRun, seed: int, res: dict[str, Any], node: dict[str, Any]) -> bool:
-        """Keep one seed's unit result; True once every seed has finished this step."""
+        """Keep one seed's unit result; True once every seed has finished the next step.
+
+        Results are taken in step order whatever order they arrive in: a trial that submitted its
+        whole ordering can get a later prefix first (it joined units an identical trial had in
+        flight, while its first prefix, finished before without the checkpoint it wants, trains
+        again). A result is known by its row count: the unit of step n returns rows 0..n."""
+        run.early.setdefault(seed, {})[len(res["rows"]) - 1] = (res, node)
+        advanced = False
+        while all(run.step + 1 in run.early.get(s, {}) for s in run.seeds):
+            for s in run.seeds:
+                self._apply(run, s, *run.early[s].pop(run.step + 1))
+            run.step += 1
+            advanced = True
+        return advanced
+
+    @staticmethod
+    def _apply(run: TrialRun, seed: int, res: dict[str, Any], node: dict[str, Any]) -> None:
         run.rows[seed] = list(res["rows"])
         run.last[seed] = res
         if res.get("checkpoint") is not None:
@@ -107,10 +121,6 @@ class OptunaBridge:
         run.rebuilt += max(0, trained - 1)  # its prefix, trained again on a worker that did not hold it
         run.seconds += float(res.get("seconds", 0.0))
         run.node = node or run.node
-        if run.waiting():
-            return False
-        run.step += 1
-        return True
 
     def remaining(self, run: TrialRun) -> int:
         """Task-trainings this trial still has to run (what pruning it now saves)."""

@@ -237,7 +237,7 @@ def execute_run(cfg):
 
     from pipeline.runner import run_seeds
     from pipeline.strategies import make_strategy
-    from pipeline.tracking import check_tracking_uri
+    from pipeline.tracking import check_tracking_uri, prewarm
     from pipeline.workers import WORKER_THREADS
     from search.study.recording import run_result_record, write
     from tasks.registry import load_pool
@@ -245,6 +245,7 @@ def execute_run(cfg):
     make_strategy(cfg.strategy)  # bad strategy/λ/options fail before any data is loaded
     if cfg.tracking_uri:
         check_tracking_uri(cfg.tracking_uri)
+        prewarm(cfg.tracking_uri)  # MLflow's store opens while the ordering trains
     the_pool = load_pool(cfg.pool, cfg.data_dir, cfg.download, cfg.train_per_task, cfg.test_per_task)
     order = the_pool.resolve_order(cfg.order)
     if the_pool.note:
