@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 # Torch first, pinned to the CPU wheel this project's machines carry; GPU users may override,
-# e.g. `make demo TORCH_SPEC=torch` (pyproject keeps the range open).
+# e.g. `make demo TORCH_SPEC=torch` (pyproject keeps the range open). --no-compile: no bytecode for
+# every installed file up front (half of the install's time); Python compiles what it imports.
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
@@ -13,8 +14,8 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 
 $(BIN)/lll: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "$(TORCH_SPEC)"
-	$(BIN)/pip install -e ".[test]"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --no-compile "$(TORCH_SPEC)"
+	$(BIN)/pip install --no-compile -e ".[test]"
 	touch $@
 
 setup: $(BIN)/lll

@@ -36,7 +36,7 @@ def tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
     return {k: v for key, value in items for k, v in tensors(value, f"{prefix}/{key}").items()}
 
 
-@pytest.mark.parametrize("strategy", ["naive", "ewc"])
+@pytest.mark.parametrize("strategy", ["naive", pytest.param("ewc", marks=pytest.mark.extended)])
 def test_search_export_rerun_is_bit_for_bit(tmp_path_factory, strategy: str) -> None:
     d = pool_workdir(tmp_path_factory, f"rerun-{strategy}", POOL_YAML)
     uri, storage = f"sqlite:///{d}/mlflow.db", f"sqlite:///{d}/optuna.db"

@@ -125,6 +125,7 @@ def test_a_whole_ordering_is_one_request_with_at_most_k_per_level_and_a_lost_one
     assert list(s.table.ready) == [unit_key(U("a"))]  # the rest waits for [a] again
 
 
+@pytest.mark.extended
 # ---- end to end ----------------------------------------------------------------------------
 @pytest.mark.e2e
 def test_two_workers_exhaustive_train_each_prefix_once_and_rebuild_none(tmp_path: Path) -> None:

@@ -89,6 +89,7 @@ def test_every_trial_is_in_optuna_and_mlflow(searched, workdir):
     assert {"recommended_order.json", "pareto.png", "acc_distribution.png"} <= parent_files
 
 
+@pytest.mark.extended
 def test_export_and_rerun_give_the_same_r(searched, workdir):
     _study, _, _ = searched
     out = workdir / "order.json"

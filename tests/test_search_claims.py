@@ -1,6 +1,6 @@
 """README claims about `lll search`, each checked on a real study through the real CLI.
 
-Three small searches, one after the other (module fixture; each pays Ray's start-up once):
+Three small searches, one after the other, each when a test first needs it (each pays Ray's start-up once):
 - ``both``: ``--objective both --lambda 2.5 --checkpoints all`` (10 ewc trials): the Pareto list of
   `lll export`, λ kept fixed, one checkpoint per task, and `lll affinity --study` fitting its weights;
 - ``prune``: ``--order`` fixed, ewc/si with λ drawn at random, 20 trials on one worker: the order
@@ -56,16 +56,20 @@ SEARCHES = {
 PRUNE_QUANTILE, PRUNE_STARTUP, PRUNE_WARMUP = 25.0, 8, 1
 
 
-@pytest.fixture(scope="module")
-def studies(tmp_path_factory) -> dict[str, Path]:
-    """Run the three searches one after the other, each in its own folder (own Ray, own stores):
-    side by side, three Ray instances on two cores took longer than in turn (and once hung in CI)."""
-    dirs = {}
-    for name, args in SEARCHES.items():
-        d = pool_workdir(tmp_path_factory, f"claims-{name}", tiny_pool_yaml(f"tiny-{name}", 200, 100))
+class Searches(dict):
+    """Each search runs when a test first asks for it (so a run without the `extended` tests skips
+    the --time-budget one), one after the other, each in its own folder (own Ray, own stores): side
+    by side, three Ray instances on two cores took longer than in turn (and once hung in CI)."""
+
+    def __init__(self, tmp_path_factory) -> None:
+        super().__init__()
+        self.factory = tmp_path_factory
+
+    def __missing__(self, name: str) -> Path:
+        d = pool_workdir(self.factory, f"claims-{name}", tiny_pool_yaml(f"tiny-{name}", 200, 100))
         with (d / "search.log").open("w") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "search.cli", "search", *COMMON, *args, "--study", name],
+                [sys.executable, "-m", "search.cli", "search", *COMMON, *SEARCHES[name], "--study", name],
                 cwd=d,
                 env=LLL_ENV,
                 stdout=log,
@@ -79,8 +83,13 @@ def studies(tmp_path_factory) -> dict[str, Path]:
                     os.killpg(proc.pid, 9)
                     proc.wait()
         assert rc == 0, f"lll search ({name}) exited {rc}:\n{(d / 'search.log').read_text()[-3000:]}"
-        dirs[name] = d
-    return dirs
+        self[name] = d
+        return d
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory) -> Searches:
+    return Searches(tmp_path_factory)
 
 
 def load(d: Path, name: str) -> optuna.Study:
@@ -212,6 +221,7 @@ def test_pruned_trials_are_exactly_the_bottom_quarter_after_the_startup_count(st
 
 
 # ---- --time-budget -----------------------------------------------------------------------------
+@pytest.mark.extended
 def test_time_budget_counts_from_the_driver_start(studies) -> None:
     """The budget starts with the driver (the search's parent MLflow run is opened right before it,
     and the Ray workers boot inside the budget), not with the first trial: no trial is asked more

@@ -122,6 +122,7 @@ def test_export_fields_agree_with_an_independent_recomputation(searched):
     assert rep.returncode == 0 and (d / "rep" / "validation.png").stat().st_size > 0
 
 
+@pytest.mark.extended
 def test_not_clearly_better_when_the_gain_is_zero(tmp_path_factory):
     """Only the given order is searched: the recommendation is the given order, the paired gain
     over it is 0 on every seed, its CI [0, 0] includes 0."""

@@ -52,6 +52,7 @@ def head(tmp_path_factory):
             proc.wait()
 
 
+@pytest.mark.extended
 def test_gpu_share_and_device_reach_the_workers(head: tuple[str, dict], tmp_path: Path) -> None:
     address, env = head
     (tmp_path / "pool.yaml").write_text(tiny_pool_yaml("tiny-gpu", 32, 32))
