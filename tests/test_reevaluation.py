@@ -72,6 +72,9 @@ def killed_search(cwd: Path, fault: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def raced(tmp_path_factory):
+    """Extended (`make test-all`) only: whether the race proposes a re-evaluation within the killed
+    run's 20 trials depends on when records reach MLflow (a pick waits for its ordering's record),
+    and in one CI run none was proposed, so nothing was killed."""
     d = pool_workdir(tmp_path_factory, "race", POOL)
     first = killed_search(d, "kill-on-reevaluation@after_record:1")
     assert first.returncode == -signal.SIGKILL, first.stdout[-2000:] + first.stderr[-3000:]
@@ -92,12 +95,14 @@ def trained_seeds(run) -> list[int]:
     return [int(s) for s in (tags.get("lll.seeds_trained") or run.data.params["seeds"]).split(",")]
 
 
+@pytest.mark.extended
 def test_killed_reevaluation_is_recovered_not_trained_again(raced):
     _d, second = raced
     assert re.search(r"1 recovered and \d+ re-queued from the interrupted run", second.stdout), second.stdout
     assert re.search(r"\(\d+ of the complete re-evaluated an ordering", second.stdout), second.stdout
 
 
+@pytest.mark.extended
 def test_each_ordering_and_seed_is_trained_by_one_run(raced):
     d, _second = raced
     runs = trial_runs(d)
@@ -121,6 +126,7 @@ def test_each_ordering_and_seed_is_trained_by_one_run(raced):
         assert r.data.tags["lll.reevaluation_of"] in {x.info.run_id for x in runs}
 
 
+@pytest.mark.extended
 def test_resumed_summary_counts_one_seed_per_trial(raced):
     _d, second = raced
     done = int(re.search(r"study r: (\d+) complete", second.stdout).group(1))
@@ -133,6 +139,7 @@ def acc_of(path: str) -> float:
     return float(R[-1].mean())
 
 
+@pytest.mark.extended
 def test_value_is_the_mean_over_the_orderings_seeds(raced):
     d, _second = raced
     uri = f"sqlite:///{d / 'mlflow.db'}"
