@@ -6,7 +6,7 @@ VENV ?= .venv
 # Torch first, pinned to the CPU wheel this project's machines carry; GPU users may override,
 # e.g. `make demo TORCH_SPEC=torch` (pyproject keeps the range open). pip compiles bytecode on one
 # core; compileall on every core does it in half the time (and with PYTHONDONTWRITEBYTECODE set,
-# nothing else would ever write it).
+# nothing else would ever write it). Like pip, it skips the few templates that are not Python.
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
@@ -17,7 +17,7 @@ $(BIN)/lll: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --no-compile "$(TORCH_SPEC)"
 	$(BIN)/pip install --no-compile -e ".[test]"
-	$(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null
+	$(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
 	touch $@
 
 setup: $(BIN)/lll
