@@ -141,6 +141,7 @@ def test_fixed_lambda_stays_fixed_in_every_trial(studies) -> None:
     assert len({r.data.params["order"] for r in runs}) > 1  # orderings are what is searched
 
 
+@pytest.mark.extended
 def test_fixed_order_stays_fixed_in_every_trial(studies) -> None:
     d = studies["prune"]
     study = load(d, "prune")
@@ -181,6 +182,7 @@ def test_affinity_of_a_study_fits_the_weights_to_its_trials(studies) -> None:
     assert len(runs) == 1 and runs[0].data.metrics["fitted_on"] == 10
 
 
+@pytest.mark.extended
 # ---- pruning -----------------------------------------------------------------------------------
 def test_pruned_trials_are_exactly_the_bottom_quarter_after_the_startup_count(studies) -> None:
     """Replays the study in the order trials finished (one worker: one trial at a time) and

@@ -171,6 +171,7 @@ def _by_order(study: optuna.Study) -> dict[tuple, list]:
     return out
 
 
+@pytest.mark.extended
 @pytest.mark.e2e
 def test_sigkill_in_a_batch_of_tells_then_resume_loses_nothing_repeats_nothing(tmp_path: Path) -> None:
     """An exhaustive search (6 orderings, one worker at K=4: one request finishes several orderings,

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from helpers import free_port, tiny_pool_yaml
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.extended]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
