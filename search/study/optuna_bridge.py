@@ -158,7 +158,8 @@ class OptunaBridge:
             if run.prior is not None:  # a re-evaluation: the mean over the ordering's seeds so far
                 mean, metrics = combine(run.prior, run.seeds, rmats)
                 R = RMatrix(list(c.order), mean)
-                common.update(seeds=tuple(sorted({*run.prior.seeds, *run.seeds})), reevaluation_of=run.prior.run_id)
+                common.update(seeds=tuple(sorted({*run.prior.seeds, *run.seeds})))
+                common.update(reevaluation_of=run.prior.run_id, reevaluation_of_trial=run.prior.number)
             else:
                 R, metrics = RMatrix.mean(rmats), seed_metrics(rmats)
                 metrics.update(per_seed_keys(run.seeds, rmats))

@@ -72,6 +72,7 @@ class TrialOutcome:
     value_key: str = "acc"  # the per-seed metric the objective means (``seed_values``): acc or bwt
     trained_seeds: tuple[int, ...] = ()  # the seeds this trial trained (a re-evaluation: only the new ones)
     reevaluation_of: str | None = None  # a re-evaluation: the MLflow run of the ordering's previous record
+    reevaluation_of_trial: int | None = None  # ... and its trial (names the run while its record is on its way)
 
     @classmethod
     def interrupted(cls, number: int) -> TrialOutcome:

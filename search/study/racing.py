@@ -146,9 +146,10 @@ class SeedBook:
         pick = next_reevaluation(results, score, self.plan, noise_sd, self.settings.all_seeds, busy)
         if pick is None:
             return None
-        # Not yet: while the ordering's latest record is still on its way to MLflow, or another of
-        # its seeds is training, a re-evaluation could not name the record it adds its seed to.
-        if self.records[pick[0]].run_id is None or any(k == pick[0] for k, _ in busy):
+        # Not yet while another of its seeds is training: a re-evaluation adds its seed to the
+        # ordering's latest record, which that one is about to replace. (A record still on its way to
+        # MLflow is fine: the recorder writes in order and names it when it writes the re-evaluation.)
+        if any(k == pick[0] for k, _ in busy):
             return None
         return pick
 

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,8 @@ class RunRecord:
     status: str = "FINISHED"
     parent_run_id: str | None = None
     heatmap: bool = True
+    ref: Hashable | None = None  # how a later record of the same Recorder may name this run
+    tag_refs: dict[str, Hashable] = field(default_factory=dict)  # tag → ref of an earlier record: its run id
 
 
 def write(uri: str, rec: RunRecord, experiments: dict[str, str] | None = None) -> str:
@@ -129,6 +131,7 @@ class Recorder:
         self.queued = 0
         self.seconds = 0.0  # spent writing (on the thread): what recording costs, off the critical path
         self.experiments: dict[str, str] = {}  # experiment ids, looked up once per search
+        self.ids: dict[Hashable, str | None] = {}  # ref → run id of the records written so far
         self.thread = threading.Thread(target=self._loop, name="lll-recorder", daemon=True)
         self.thread.start()
 
@@ -141,11 +144,16 @@ class Recorder:
 
     def _write(self, token: Hashable, rec: RunRecord) -> Written:
         t0 = time.perf_counter()
+        named = {tag: self.ids.get(ref) for tag, ref in rec.tag_refs.items()}  # written before: in order
+        if any(named.values()):
+            rec = replace(rec, tags={**rec.tags, **{k: v for k, v in named.items() if v}})
         try:
             run_id = write(self.uri, rec, self.experiments) if self.uri else None
         except Exception as exc:
             return Written(token, None, f"{type(exc).__name__}: {exc}")
         self.seconds += time.perf_counter() - t0
+        if rec.ref is not None:
+            self.ids[rec.ref] = run_id
         return Written(token, run_id)
 
     def submit(self, token: Hashable, rec: RunRecord) -> None:
@@ -212,11 +220,14 @@ def trial_record(ctx: StudyContext, o: TrialOutcome) -> RunRecord:
     if o.state == "failed":
         tags["fail_reason"] = o.reason[:5000]
     trained = list(o.trained_seeds or o.seeds)
-    if o.reevaluation_of is not None or trained != list(o.seeds):  # a re-evaluation (search/study/racing.py)
+    refs: dict[str, Hashable] = {}
+    if o.reevaluation_of_trial is not None or trained != list(o.seeds):  # a re-evaluation (search/study/racing.py)
         tags["lll.reevaluation"] = "1"
         tags["lll.seeds_trained"] = ",".join(map(str, trained))
         if o.reevaluation_of:
             tags["lll.reevaluation_of"] = o.reevaluation_of  # the ordering's previous record
+        elif o.reevaluation_of_trial is not None:  # still on its way: the recorder names it (written first)
+            refs["lll.reevaluation_of"] = ("trial", o.reevaluation_of_trial)
     seeds = list(o.seeds)
     params = ordering_params(st.pool, st.pool_fingerprint, o.order, o.strategy, o.lam, st.train, seeds[0], seeds)
     params["optuna_trial_number"] = o.number
@@ -246,6 +257,8 @@ def trial_record(ctx: StudyContext, o: TrialOutcome) -> RunRecord:
         files,
         RUN_STATUS[o.state],
         ctx.parent_run_id,
+        ref=("trial", o.number),
+        tag_refs=refs,
     )
 
 
