@@ -10,11 +10,13 @@ The fresh-seed trainings run in this process through ``pipeline.runner.run_seeds
 intra-op thread — the path of `lll run --seeds 100,101` — sharing prefixes in a memory cache.
 
 Full run: 2 pools × (100 + 22 orderings × 10 tasks × 2 seeds) task-trainings at the pools'
-defaults (1,000/500 images per task, 10 epochs). ``--quick``: the first 4 tasks, 60/40 images,
+defaults (1,000/500 images per task, 10 epochs): 13.5 min wall under ``nice -n 10`` on a shared
+2-core machine (2026-12-04), so nothing is reduced. ``--quick``: the first 4 tasks, 60/40 images,
 1 epoch, 3 random orderings, 1 fresh seed (a smoke test; writes nothing unless ``--out``).
 
     python bench/graph_zero_shot_real.py --quick   # smoke test (also: python bench/graph_zero_shot.py --real --quick)
     nice -n 10 python bench/graph_zero_shot_real.py   # both pools at their defaults; writes key "real"
+    python bench/graph_zero_shot_real.py --seeds 102,103 --out bench/out/graph_zero_shot_real_seeds102-103.json
 
 Writes the key ``real`` of bench/out/graph_zero_shot.json (every other key kept).
 """
