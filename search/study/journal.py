@@ -73,9 +73,8 @@ class FlockJournalBackend(BaseJournalBackend):
         if not (self.depth and self.read_all):  # under a batch's lock the file ends where we read it last
             yield from self._read_file(log_number_from)
             self.read_all = self.depth > 0
-        for i, line in enumerate(self.pending):  # a batch's lines come after the file's
-            if self.last + i >= log_number_from:
-                yield json.loads(line)
+        for i in range(max(0, log_number_from - self.last), len(self.pending)):  # a batch's lines follow the file's
+            yield json.loads(self.pending[i])
 
     def _read_file(self, log_number_from: int) -> Iterator[dict[str, Any]]:
         start = min(log_number_from, self.last)
