@@ -124,6 +124,7 @@ def one_run(
         "tracking": "server" if (tracking or "").startswith("http") else "sqlite",
         "recorder_writers": used,
         "record_thread_seconds_summed": round(t.get("record", 0.0), 2),  # over the writer threads
+        "record_cpu_ms_per_unit": round(1000 * t.get("record_cpu", 0.0) / max(1, s.trained), 2),  # driver's CPU
         "actors": actors,
         "trials": s.complete,
         "units": s.trained,
@@ -169,9 +170,9 @@ def ceiling(
 
 
 @contextlib.contextmanager
-def mlflow_server(workers: int = 2) -> Iterator[str]:
+def mlflow_server(workers: int = 2) -> Iterator[tuple[str, int]]:
     """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, proxied local artifacts) for the
-    block; yields its http URI and stops its whole process group at the end."""
+    block; yields its http URI and process group, and stops the group at the end."""
     with tempfile.TemporaryDirectory() as d, socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -192,7 +193,7 @@ def mlflow_server(workers: int = 2) -> Iterator[str]:
                     if r.status == 200:
                         break
                 time.sleep(0.5)
-            yield url
+            yield url, proc.pid
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -204,7 +205,20 @@ def mlflow_server(workers: int = 2) -> Iterator[str]:
             log.close()
 
 
-def writers_abba(actors: list[int], trials: int, writers: list[int], uri: str, storage: str) -> dict[str, Any]:
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) of the live processes of group ``pgid`` (Linux /proc)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:  # after the name: state, ppid, pgrp, ...; utime and stime are 12, 13
+                total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def writers_abba(
+    actors: list[int], trials: int, writers: list[int], uri: str, storage: str, server: int
+) -> dict[str, Any]:
     """Per actor count, the recorder with ``writers[0]`` and ``writers[1]`` threads in ABBA order
     against one server; medians per configuration and the ratio B/A of units per second."""
     import statistics
@@ -217,7 +231,9 @@ def writers_abba(actors: list[int], trials: int, writers: list[int], uri: str, s
     for n in actors:
         got: dict[int, list[dict[str, Any]]] = {a: [], b: []}
         for w in (a, b, b, a):
+            c0 = group_cpu(server)
             r = one_run(n, trials, storage, uri, w)
+            r["server_cpu_ms_per_unit"] = round(1000 * (group_cpu(server) - c0) / max(1, r["units"]), 2)
             got[w].append(r)
             out["runs"].append(r)
         med = {
@@ -225,8 +241,12 @@ def writers_abba(actors: list[int], trials: int, writers: list[int], uri: str, s
             for w, rs in got.items()
         }
         rec_ms = {w: statistics.median(r["ms_per_unit"]["record_thread"] for r in rs) for w, rs in got.items()}
+        cpu = {
+            w: {k: statistics.median(r[k] for r in rs) for k in ("record_cpu_ms_per_unit", "server_cpu_ms_per_unit")}
+            for w, rs in got.items()
+        }
         out["by_actors"][str(n)] = {
-            "median": {str(w): {**m, "record_ms_per_unit": rec_ms[w]} for w, m in med.items()},
+            "median": {str(w): {**m, "record_ms_per_unit": rec_ms[w], **cpu[w]} for w, m in med.items()},
             "ratio_units_per_s": round(med[b]["units_per_s"] / max(med[a]["units_per_s"], 1e-9), 2),
             "ratio_units_per_driver_s": round(
                 med[b]["units_per_driver_s"] / max(med[a]["units_per_driver_s"], 1e-9), 2
@@ -264,13 +284,13 @@ def main() -> None:
     actors = [2, 4] if args.quick else [int(a) for a in args.actors.split(",")]
     trials = args.trials or (40 if args.quick else 400)
     with contextlib.ExitStack() as stack:
-        uri = stack.enter_context(mlflow_server(args.server_workers)) if args.tracking == "server" else None
+        uri, pgid = stack.enter_context(mlflow_server(args.server_workers)) if args.tracking == "server" else (None, 0)
         if args.recorder_workers:
             writers = [int(w) for w in args.recorder_workers.split(",")]
             if len(writers) != 2 or uri is None:
                 ap.error("--recorder-workers takes two counts (e.g. 1,4) and needs --tracking server")
             load = os.getloadavg()
-            rec = writers_abba(actors, trials, writers, uri, args.storage)
+            rec = writers_abba(actors, trials, writers, uri, args.storage, pgid)
             rec.update(tracking="mlflow server (sqlite backend)", server_workers=args.server_workers, trials=trials)
             rec["load_avg_1_5_15_at_start"] = [round(x, 2) for x in load]
         else:

@@ -318,6 +318,7 @@ class SearchDriver:
             self.recorder.close()
             self.summary.timing["record"] = self.recorder.seconds  # summed over the writer threads
             self.summary.timing["record_wall"] = self.recorder.wall  # with at least one write in flight
+            self.summary.timing["record_cpu"] = self.recorder.cpu  # the driver's CPU in them
         self.summary.seconds = time.perf_counter() - self.t0
         return self.summary
 

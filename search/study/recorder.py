@@ -82,6 +82,7 @@ class Recorder:
         self.ids: dict[int, str | None] = {}  # seq → run id, for written records that carry a ref
         self.seconds = 0.0  # spent writing, summed over the threads: what recording costs, off the critical path
         self.wall = 0.0  # seconds with at least one write in flight
+        self.cpu = 0.0  # this process's CPU seconds in the writes (the rest: waiting on the store)
         self.writing, self.since = 0, 0.0
         self.experiments: dict[str, str] = {}  # experiment ids, looked up once per search
         self.exp_lock = threading.Lock()
@@ -113,7 +114,7 @@ class Recorder:
         named = self._names(item.deps) if item.deps else {}
         if named:
             rec = replace(rec, tags={**rec.tags, **named})
-        t0 = self._started()
+        t0, c0 = self._started(), time.thread_time()
         try:
             if self.uri and rec.experiment not in self.experiments:
                 with self.exp_lock:  # two threads creating one experiment: the second would fail
@@ -123,7 +124,7 @@ class Recorder:
         except Exception as exc:
             return Written(item.token, None, f"{type(exc).__name__}: {exc}")
         finally:
-            self._ended(t0)
+            self._ended(t0, time.thread_time() - c0)
         return Written(item.token, run_id)
 
     def _started(self) -> float:
@@ -134,10 +135,11 @@ class Recorder:
             self.writing += 1
             return now
 
-    def _ended(self, t0: float) -> None:
+    def _ended(self, t0: float, cpu: float) -> None:
         with self.cond:
             now = time.perf_counter()
             self.seconds += now - t0
+            self.cpu += cpu
             self.writing -= 1
             if self.writing == 0:
                 self.wall += now - self.since
