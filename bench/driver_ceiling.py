@@ -11,20 +11,34 @@ records) and idle (blocked on workers or the recorder); the MLflow writes run on
 The busiest part caps the rate.
 
 The Optuna storage is the embedded default (``journal``: search/study/journal.py) or ``sqlite``
-(``--storage``), to compare the two in one window. The load average is recorded beside each run.
+(``--storage``), to compare the two in one window. MLflow is a SQLite file (``--tracking sqlite``,
+one writer thread) or a real local ``mlflow server`` on a SQLite backend, started here
+(``--tracking server``), which the recorder writes to with several threads: ``--recorder-workers
+1,4`` runs each actor count with 1 and 4 writers side by side, in ABBA order (1, 4, 4, 1).
+The record's part is the recorder's wall time with at least one write in flight (its capacity).
+The load average is recorded beside each run.
 From the units/s, the record says how many workers one driver keeps busy at a unit's cost
 (``UNIT_SECONDS``: 2.5 s, issue 21's figure; 0.66 s, a naive task-training in docs/results.md).
 
     python bench/driver_ceiling.py [--actors 2,8,32,64] [--trials 400] [--quick] [--storage journal|sqlite]
+    python bench/driver_ceiling.py --tracking server --recorder-workers 1,4 --actors 2,8 --trials 40 \
+        --key server_writers
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +74,13 @@ class ZeroCostWorker:
         return out
 
 
-def one_run(actors: int, trials: int, storage: str = "journal") -> dict[str, Any]:
-    """A search of ``trials`` random orderings on ``actors`` zero-cost workers, in a fresh folder."""
+def one_run(
+    actors: int, trials: int, storage: str = "journal", tracking: str | None = None, writers: int | None = None
+) -> dict[str, Any]:
+    """A search of ``trials`` random orderings on ``actors`` zero-cost workers, in a fresh folder
+    (``tracking``: an MLflow URI, default a SQLite file there; ``writers``: the recorder's threads
+    for a store that takes concurrent writes)."""
+    import search.study.recorder as recorder
     import search.study.scheduler as scheduler
     from search.study.launch import SearchRequest, prepare, run_search
 
@@ -70,19 +89,24 @@ def one_run(actors: int, trials: int, storage: str = "journal") -> dict[str, Any
         import ray.cloudpickle
 
         ray.cloudpickle.register_pickle_by_value(sys.modules[ZeroCostWorker.__module__])
+    default_writers = recorder.CONCURRENT_WRITERS
+    recorder.CONCURRENT_WRITERS = writers or default_writers
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         try:
             req = SearchRequest(
                 strategies=["naive"], trials=trials, workers=actors, cpus_per_worker=2 / actors, seeds=1,
-                study=f"ceiling-{actors}", storage=STORAGES[storage], tracking_uri="sqlite:///mlflow.db",
+                study=f"ceiling-{actors}-{os.path.basename(tmp)}", storage=STORAGES[storage],
+                tracking_uri=tracking or "sqlite:///mlflow.db",
                 prune=False, cache_mb=0, checkpoints="none", sampler="random", validate=0,
             )  # fmt: skip
             load = os.getloadavg()[0]
             _study, s, _rec = run_search(req, None, prepare(req))
+            used = recorder.writers_for(req.tracking_uri)  # what the recorder ran with
         finally:
             os.chdir(cwd)
+            recorder.CONCURRENT_WRITERS = default_writers
     t = s.timing
     loop = max(1e-9, s.seconds - t.get("boot", 0.0))
     wait, dispatch = t.get("wait", 0.0), t.get("dispatch", 0.0)
@@ -91,12 +115,16 @@ def one_run(actors: int, trials: int, storage: str = "journal") -> dict[str, Any
         "tell": t.get("tell", 0.0),
         "dispatch_and_results": dispatch,  # Ray calls out, results in, the unit table
         "other_main_thread": max(0.0, loop - t.get("ask", 0.0) - t.get("tell", 0.0) - wait),
-        "record_thread": t.get("record", 0.0),  # MLflow, on its own thread
+        "record_thread": t.get("record_wall", t.get("record", 0.0)),  # MLflow, on its thread(s): busy wall time
     }
     idle = max(0.0, wait - dispatch)  # the main thread blocked on the workers or the recorder
     busy = sum(parts.values())  # the driver's own seconds: both threads, as if they shared one core
     rec = {
         "storage": storage,
+        "tracking": "server" if (tracking or "").startswith("http") else "sqlite",
+        "recorder_writers": used,
+        "record_thread_seconds_summed": round(t.get("record", 0.0), 2),  # over the writer threads
+        "record_cpu_ms_per_unit": round(1000 * t.get("record_cpu", 0.0) / max(1, s.trained), 2),  # driver's CPU
         "actors": actors,
         "trials": s.complete,
         "units": s.trained,
@@ -141,18 +169,139 @@ def ceiling(
     }
 
 
+@contextlib.contextmanager
+def mlflow_server(workers: int = 2) -> Iterator[tuple[str, int]]:
+    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, proxied local artifacts) for the
+    block; yields its http URI and process group, and stops the group at the end."""
+    with tempfile.TemporaryDirectory() as d, socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        exe = str(Path(sys.executable).parent / "mlflow")
+        cmd = [exe, "server", "--backend-store-uri", f"sqlite:///{d}/srv.db", "--artifacts-destination", f"{d}/art"]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        log = open(f"{d}/server.log", "w")  # noqa: SIM115 (closed below)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 300
+            while True:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise SystemExit(f"error: mlflow server did not start: {Path(d, 'server.log').read_text()[-2000:]}")
+                with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+                time.sleep(0.5)
+            yield url, proc.pid
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            log.close()
+
+
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) of the live processes of group ``pgid`` (Linux /proc)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:  # after the name: state, ppid, pgrp, ...; utime and stime are 12, 13
+                total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def writers_abba(
+    actors: list[int], trials: int, writers: list[int], uri: str, storage: str, server: int
+) -> dict[str, Any]:
+    """Per actor count, the recorder with ``writers[0]`` and ``writers[1]`` threads in ABBA order
+    against one server; medians per configuration and the ratio B/A of units per second."""
+    import statistics
+
+    from search.study.cluster import connect
+
+    connect(None)
+    a, b = writers
+    out: dict[str, Any] = {"writers": writers, "runs": [], "by_actors": {}}
+    for n in actors:
+        got: dict[int, list[dict[str, Any]]] = {a: [], b: []}
+        for w in (a, b, b, a):
+            c0 = group_cpu(server)
+            r = one_run(n, trials, storage, uri, w)
+            r["server_cpu_ms_per_unit"] = round(1000 * (group_cpu(server) - c0) / max(1, r["units"]), 2)
+            got[w].append(r)
+            out["runs"].append(r)
+        med = {
+            w: {k: statistics.median(r[k] for r in rs) for k in ("units_per_s", "units_per_driver_s")}
+            for w, rs in got.items()
+        }
+        rec_ms = {w: statistics.median(r["ms_per_unit"]["record_thread"] for r in rs) for w, rs in got.items()}
+        cpu = {
+            w: {k: statistics.median(r[k] for r in rs) for k in ("record_cpu_ms_per_unit", "server_cpu_ms_per_unit")}
+            for w, rs in got.items()
+        }
+        out["by_actors"][str(n)] = {
+            "median": {str(w): {**m, "record_ms_per_unit": rec_ms[w], **cpu[w]} for w, m in med.items()},
+            "ratio_units_per_s": round(med[b]["units_per_s"] / max(med[a]["units_per_s"], 1e-9), 2),
+            "ratio_units_per_driver_s": round(
+                med[b]["units_per_driver_s"] / max(med[a]["units_per_driver_s"], 1e-9), 2
+            ),
+            "caps": {str(w): sorted({r["cap"] for r in rs}) for w, rs in got.items()},
+        }
+        print(f"{n} actors, writers {a} vs {b}: {json.dumps(out['by_actors'][str(n)])}", flush=True)
+    return out
+
+
+def save(rec: dict[str, Any], out: str | None, key: str | None) -> None:
+    """``--out`` FILE: the record alone; ``--key`` NAME: under that key of
+    bench/out/driver_ceiling.json, the file's other keys kept."""
+    if out:
+        Path(out).write_text(json.dumps(rec, indent=2))
+    if key:
+        path = ROOT / "bench" / "out" / "driver_ceiling.json"
+        doc = json.loads(path.read_text()) if path.is_file() else {}
+        doc[key] = rec
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--actors", default="2,8,32,64")
     ap.add_argument("--trials", type=int, default=None)
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 and 4 actors, 40 trials")
     ap.add_argument("--out", default=None, help="also write the record here (JSON)")
+    ap.add_argument("--key", default=None, help="also store the record under this key of bench/out/driver_ceiling.json")
     ap.add_argument("--storage", choices=sorted(STORAGES), default="journal", help="the embedded Optuna storage")
+    ap.add_argument("--tracking", choices=["sqlite", "server"], default="sqlite", help="MLflow: a file or a server")
+    ap.add_argument("--server-workers", type=int, default=2, help="the mlflow server's worker processes")
+    ap.add_argument("--recorder-workers", default=None, help="A,B: the recorder's threads compared in ABBA order")
     args = ap.parse_args()
     actors = [2, 4] if args.quick else [int(a) for a in args.actors.split(",")]
-    rec = ceiling(actors, args.trials, args.quick, args.storage)
-    if args.out:
-        Path(args.out).write_text(json.dumps(rec, indent=2))
+    trials = args.trials or (40 if args.quick else 400)
+    with contextlib.ExitStack() as stack:
+        uri, pgid = stack.enter_context(mlflow_server(args.server_workers)) if args.tracking == "server" else (None, 0)
+        if args.recorder_workers:
+            writers = [int(w) for w in args.recorder_workers.split(",")]
+            if len(writers) != 2 or uri is None:
+                ap.error("--recorder-workers takes two counts (e.g. 1,4) and needs --tracking server")
+            load = os.getloadavg()
+            rec = writers_abba(actors, trials, writers, uri, args.storage, pgid)
+            rec.update(tracking="mlflow server (sqlite backend)", server_workers=args.server_workers, trials=trials)
+            rec["load_avg_1_5_15_at_start"] = [round(x, 2) for x in load]
+        else:
+            rec = ceiling(actors, trials, args.quick, args.storage) if uri is None else None
+            if rec is None:
+                from search.study.cluster import connect
+
+                connect(None)
+                rec = {"runs": [one_run(n, trials, args.storage, uri) for n in actors], "tracking": "server"}
+        rec["load_avg_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    save(rec, args.out, args.key)
 
 
 if __name__ == "__main__":

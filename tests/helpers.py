@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 # A local Ray stays on 127.0.0.1 (see the README); a wide terminal keeps rich's lines unwrapped.
 LLL_ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "COLUMNS": "160"}
@@ -53,3 +59,55 @@ def default_storage(d: Path):
     from search.study.storage import open_storage
 
     return open_storage(f"journal:///{d}/optuna.journal")
+
+
+# ---- a real `mlflow server` on 127.0.0.1 -----------------------------------------------------------
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's whole process group, SIGKILL what is left after 5 s."""
+    if proc.poll() is None or _group_alive(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.time() + 5
+        while time.time() < deadline and _group_alive(proc.pid):
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            if resp.status == 200:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"mlflow server not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def mlflow_server(d: Path, request, workers: int = 1) -> str:
+    """`mlflow server` in folder ``d`` (SQLite backend, proxied local artifacts) until the end of
+    ``request``'s scope (finalizer: its whole process group); returns its http URL once healthy."""
+    port = free_port()
+    log = d / "server.log"
+    exe = str(Path(sys.executable).parent / "mlflow")
+    cmd = [exe, "server", "--backend-store-uri", f"sqlite:///{d}/srv.db", "--artifacts-destination", str(d / "art")]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    request.addfinalizer(lambda: stop_group(proc))
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, proc, log)
+    return url

@@ -8,19 +8,12 @@ and exit code 2 before any training, within 20 s.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
-from helpers import free_port, lll, tiny_pool_yaml
+from helpers import lll, mlflow_server, tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -32,57 +25,12 @@ POOL_YAML = tiny_pool_yaml("tiny-server", 120, 80)
 TRIALS = 4
 
 
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's whole process group, SIGKILL what is left after 5 s."""
-    if proc.poll() is None or _group_alive(proc.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.time() + 5
-        while time.time() < deadline and _group_alive(proc.pid):
-            time.sleep(0.2)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-            if resp.status == 200:
-                return
-        time.sleep(0.5)
-    pytest.fail(f"mlflow server not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, request):
     """`mlflow server` with a SQLite backend and proxied local artifacts; returns (url, folder)."""
     d = tmp_path_factory.mktemp("mlflow-server")
     (d / "pool.yaml").write_text(POOL_YAML)
-    port = free_port()
-    log = d / "server.log"
-    exe = str(Path(sys.executable).parent / "mlflow")
-    cmd = [exe, "server", "--backend-store-uri", f"sqlite:///{d}/srv.db", "--artifacts-destination", str(d / "art")]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    request.addfinalizer(lambda: stop_group(proc))
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, proc, log)
-    return url, d
+    return mlflow_server(d, request), d
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,9 @@ def trained_seeds(run) -> list[int]:
 
 def test_killed_reevaluation_is_recovered_not_trained_again(raced):
     _d, second = raced
-    assert re.search(r"1 recovered and \d+ re-queued from the interrupted run", second.stdout), second.stdout
+    # the re-evaluation, and any trial told in the same batch (one append: none of it reached the journal)
+    got = re.search(r"(\d+) recovered and \d+ re-queued from the interrupted run", second.stdout)
+    assert got and int(got.group(1)) >= 1, second.stdout
     assert re.search(r"\(\d+ of the complete re-evaluated an ordering", second.stdout), second.stdout
 
 

@@ -22,6 +22,7 @@ from helpers import LLL_ENV, lll, tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from search.study import journal
 from search.study.journal import FlockJournalBackend
 from search.study.storage import DEFAULT_STORAGE, open_storage
 from tasks.errors import LLLError
@@ -145,6 +146,95 @@ def test_an_unwritable_journal_is_one_error_line(tmp_path: Path) -> None:
         open_storage(f"journal:///{tmp_path}/ro/optuna.journal")
 
 
+# ---- batches: one lock and one write per turn of the driver's loop ----------------------------------
+def test_a_batch_of_asks_and_tells_is_one_append_that_others_see_only_when_it_ends(tmp_path: Path, monkeypatch) -> None:
+    url = f"journal:///{tmp_path}/optuna.journal"
+    study = _study(url)
+    _trials(study, 2)
+    path = tmp_path / "optuna.journal"
+    before = path.read_bytes()
+    backend = study._storage._backend  # the FlockJournalBackend: count its appends
+    writes: list[bytes] = []
+    real_write = backend._write
+    monkeypatch.setattr(backend, "_write", lambda blob: writes.append(blob) or real_write(blob))
+    with journal.batched(study):
+        for _ in range(3):
+            study.enqueue_trial({"x": 0.5})
+        asked = [study.ask() for _ in range(3)]  # the enqueued trials: Optuna reads its own lines back
+        assert [t.number for t in asked] == [2, 3, 4]
+        _trials(study, 2)
+        for t in asked:
+            t.set_user_attr("order", ["b", "a"])
+            study.tell(t, t.suggest_float("x", 0, 1))
+        assert path.read_bytes() == before, "a batch wrote before it ended"
+    assert len(writes) == 1 and path.read_bytes() == before + writes[0]
+    fresh = optuna.load_study(study_name="j", storage=open_storage(url))
+    assert [t.state for t in fresh.trials] == [TrialState.COMPLETE] * 7
+    assert [t.params["x"] for t in fresh.trials[2:5]] == [0.5] * 3 and fresh.trials[2].user_attrs["order"] == ["b", "a"]
+
+
+BATCH_THEN_SLEEP = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import optuna
+from search.study import journal
+from search.study.storage import open_storage
+study = optuna.load_study(study_name="j", storage=open_storage(sys.argv[1]))
+with journal.batched(study):
+    for _ in range(5):
+        t = study.ask()
+        t.set_user_attr("order", ["c"])
+        study.tell(t, t.suggest_float("x", 0, 1))
+    print("inside", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_sigkill_inside_a_batch_leaves_a_readable_journal_with_none_of_the_batch(tmp_path: Path) -> None:
+    url = f"journal:///{tmp_path}/optuna.journal"
+    study = _study(url)
+    _trials(study, 2)
+    before = (tmp_path / "optuna.journal").read_bytes()
+    proc = subprocess.Popen([sys.executable, "-c", BATCH_THEN_SLEEP, url, str(ROOT)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "inside"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert (tmp_path / "optuna.journal").read_bytes() == before
+    t0 = time.perf_counter()
+    _trials(study, 1)  # the lock went with the killed process; numbering goes on where the file left it
+    assert time.perf_counter() - t0 < 5
+    fresh = optuna.load_study(study_name="j", storage=open_storage(url))
+    assert [t.number for t in fresh.trials] == [0, 1, 2] and all(
+        t.user_attrs["order"] == ["a", "b"] for t in fresh.trials
+    )
+
+
+BATCH_WRITER = """
+import sys
+sys.path.insert(0, sys.argv[3])
+import optuna
+from search.study import journal
+from search.study.storage import open_storage
+study = optuna.load_study(study_name="j", storage=open_storage(sys.argv[1]))
+for _ in range(int(sys.argv[2]) // 5):
+    with journal.batched(study):
+        for t in [study.ask() for _ in range(5)]:
+            study.tell(t, t.suggest_float("x", 0, 1))
+"""
+
+
+def test_processes_writing_batches_to_one_journal_lose_no_trial(tmp_path: Path) -> None:
+    url = f"journal:///{tmp_path}/optuna.journal"
+    _study(url)
+    procs = [subprocess.Popen([sys.executable, "-c", BATCH_WRITER, url, "25", str(ROOT)]) for _ in range(3)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    trials = optuna.load_study(study_name="j", storage=open_storage(url)).trials
+    assert len(trials) == 75 and sorted(t.number for t in trials) == list(range(75))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
 # ---- a real search killed in the middle of a batch of tells ------------------------------------
 POOL_YAML = tiny_pool_yaml("tiny-journal", 32, 32)
 FAST = ["--strategies", "naive", "--seeds", "1", "--epochs", "1", "--hidden", "16", "--checkpoints", "none"]
@@ -175,17 +265,24 @@ def _by_order(study: optuna.Study) -> dict[tuple, list]:
 @pytest.mark.e2e
 def test_sigkill_in_a_batch_of_tells_then_resume_loses_nothing_repeats_nothing(tmp_path: Path) -> None:
     """An exhaustive search (6 orderings, one worker at K=4: one request finishes several orderings,
-    whose records come back as one batch) is SIGKILLed after the first tell of a batch and before
-    the second; the resume completes every ordering exactly once, in Optuna and in MLflow, with
-    the R an uninterrupted search on the old SQLite storage gives, bit for bit."""
+    whose records come back as one batch) is SIGKILLed in a batch of tells, after its first tell and
+    before its second: the batch is one append, so none of its tells is in the journal; the resume
+    completes every ordering exactly once, in Optuna and in MLflow, with the R an uninterrupted
+    search on the old SQLite storage gives, bit for bit."""
     (tmp_path / "pool.yaml").write_text(POOL_YAML)
     common = ["--exhaustive", "--workers", "1", "--population", "4"]
     killed = _search(tmp_path, *common, "--study", "k", fault="kill-on-index@after_record:1")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    journal = open_storage(f"journal:///{tmp_path}/optuna.journal")  # the default storage
-    before = optuna.load_study(study_name="k", storage=journal).trials
-    assert any(t.state == TrialState.COMPLETE for t in before)  # the batch's first tell went through
-    assert any(t.state == TrialState.RUNNING for t in before)  # its second did not
+    storage = open_storage(f"journal:///{tmp_path}/optuna.journal")  # the default storage
+    before = optuna.load_study(study_name="k", storage=storage).trials
+    assert any(t.state == TrialState.RUNNING for t in before)  # the batch's tells did not go through
+    # they are one append: its first tell (index 0) did not reach the journal either, so its first
+    # two records are in MLflow and not told (the resume completes them from there)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("k")
+    recorded = client.search_runs([exp.experiment_id], "tags.`lll.state` = 'complete'", max_results=100)
+    told = {t.number for t in before if t.state == TrialState.COMPLETE}
+    assert len({int(r.data.tags["optuna_trial_number"]) for r in recorded} - told) >= 2
     resumed = lll("search", "--study", "k", "--resume", "--validate", "0", cwd=tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "recovered" in resumed.stdout
@@ -193,8 +290,6 @@ def test_sigkill_in_a_batch_of_tells_then_resume_loses_nothing_repeats_nothing(t
     study = optuna.load_study(study_name="k", storage=open_storage(f"journal:///{tmp_path}/optuna.journal"))
     done = _by_order(study)
     assert len(done) == 6 and all(len(ts) == 1 for ts in done.values()), "an ordering was lost or told twice"
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    exp = client.get_experiment_by_name("k")
     runs = client.search_runs([exp.experiment_id], "tags.`lll.state` = 'complete'", max_results=100)
     numbers = sorted(int(r.data.tags["optuna_trial_number"]) for r in runs)
     assert numbers == sorted(ts[0].number for ts in done.values()), "a finished trial was recorded twice or lost"

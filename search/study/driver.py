@@ -3,7 +3,7 @@
 The pieces live in their own modules: the Optuna side (ask/tell, pruning) in
 :mod:`search.study.optuna_bridge`, the units-to-workers side (prefix affinity, lockstep batches,
 retries, lost workers) in :mod:`search.study.scheduler`, the MLflow writes in :mod:`search.study.recording`
-(on one background thread, off the critical path) and the recovery of a killed search in
+(on background threads, off the critical path: :mod:`search.study.recorder`) and the recovery of a killed search in
 :mod:`search.study.resume`. Every finished trial is recorded in MLflow *before* it is told to Optuna,
 so a search killed at any moment resumes without losing or repeating a finished trial.
 """
@@ -20,10 +20,12 @@ import optuna
 
 from pipeline.faults import fault_point
 from pipeline.units import Unit
+from search.study.journal import batched
 from search.study.optuna_bridge import BEST_LABEL, OptunaBridge, TrialRun
 from search.study.outcome import State, TrialOutcome
 from search.study.racing import SeedBook, key_of
-from search.study.recording import Recorder, StudyContext, trial_record
+from search.study.recorder import Recorder
+from search.study.recording import StudyContext, trial_record
 from search.study.resume import recover
 from search.study.scheduler import Scheduler, WorkerSpec
 from search.study.settings import StudySettings
@@ -129,15 +131,19 @@ class SearchDriver:
         # Identical candidates (same ordering, strategy and λ) share every unit: they count once.
         running = {r.identity for r in self.active if r.state == "running"}
         want = workers + 1 if not exhaustive else min(cap - len(running), ASK_CHUNK)
-        while len(self.queue) < want and self.asked < self.to_run and self._time_left():
-            t0 = time.perf_counter()
-            self._race()
-            run = self.bridge.ask()
-            if run.reevaluate and self.book is not None:
-                self.book.enqueued.discard((key_of(run.reevaluate), run.seeds[0]))
-            self.queue.append(run)
-            self.asked += 1
-            self._clock("ask", t0)
+        if len(self.queue) < want and self.asked < self.to_run:
+            with batched(self.study):  # the turn's asks: one lock, one append (search/study/journal.py)
+                while len(self.queue) < want and self.asked < self.to_run and self._time_left():
+                    t0 = time.perf_counter()
+                    self._race()
+                    run = self.bridge.ask()
+                    if run.reevaluate and self.book is not None:
+                        self.book.enqueued.discard((key_of(run.reevaluate), run.seeds[0]))
+                    self.queue.append(run)
+                    self.asked += 1
+                    self._clock("ask", t0)
+                t0 = time.perf_counter()
+            self._clock("ask", t0)  # the batch's one write
         while len(running) < cap and self.queue:
             run = max(self.queue, key=self._cached)
             self.queue.remove(run)
@@ -293,8 +299,12 @@ class SearchDriver:
                 t0 = time.perf_counter()
                 written = self.recorder.done(wait=0.05 if idle else 0.0)
                 self._clock("wait", t0)
-                for i, w in enumerate(written):
-                    self._on_written(w.token, w.run_id, w.error, i)
+                if written:
+                    with batched(self.study):  # the turn's tells: one append; a kill before it loses
+                        for i, w in enumerate(written):  # none of what MLflow holds (resume completes it)
+                            self._on_written(w.token, w.run_id, w.error, i)
+                        t0 = time.perf_counter()
+                    self._clock("tell", t0)  # the batch's one write
                 if time.perf_counter() - self.last_note > HEARTBEAT:
                     self._notify()
                 if not self.active and not self.queue and (self.asked >= self.to_run or not self._time_left()):
@@ -306,7 +316,9 @@ class SearchDriver:
             self.summary.timing["dispatch"] = self.sched.timing["busy"] - self.sched.timing["idle"]
             self.sched.close()
             self.recorder.close()
-            self.summary.timing["record"] = self.recorder.seconds
+            self.summary.timing["record"] = self.recorder.seconds  # summed over the writer threads
+            self.summary.timing["record_wall"] = self.recorder.wall  # with at least one write in flight
+            self.summary.timing["record_cpu"] = self.recorder.cpu  # the driver's CPU in them
         self.summary.seconds = time.perf_counter() - self.t0
         return self.summary
 

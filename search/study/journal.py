@@ -12,6 +12,13 @@ same promises:
   cuts it off before appending, so the file never holds a broken line between two good ones.
 * **Several processes.** Readers take no lock and stop at the last complete line; every operation
   of JournalStorage first reads what other processes appended.
+* **Batches.** Inside :func:`batched` (the driver's turn of asks, its tells, the exhaustive
+  enqueue) the backend takes the lock once, keeps the lines Optuna appends in memory (serving them
+  to its read-back, so a created trial's id is known) and appends them in ONE ``write`` at the end.
+  A SIGKILL before that write loses the whole batch and nothing before it: as if the process had
+  died before the batch's first operation (what is already in MLflow is completed on resume). A
+  write torn by the kill leaves a prefix of the batch's operations, the state the unbatched code
+  leaves when killed between them; the torn line is cut as above.
 * **No fsync.** Like SQLite's WAL with ``synchronous=NORMAL`` (pipeline/tracking.py), a commit
   survives the process being killed, not a power cut; resume re-runs what a power cut dropped.
 
@@ -26,6 +33,7 @@ import json
 import os
 import weakref
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +41,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import BaseJournalBackend
 
 SCHEME = "journal:///"
+BATCHING = True  # False: every operation its own lock and write (bench/journal_batch.py compares)
 
 
 def journal_path(url: str) -> Path | None:
@@ -50,6 +59,9 @@ class FlockJournalBackend(BaseJournalBackend):
         weakref.finalize(self, os.close, self.fd)
         self.offsets: dict[int, int] = {0: 0}  # log number → byte offset of its line
         self.last = 0  # highest log number whose offset is known
+        self.depth = 0  # nested batch() contexts open
+        self.pending: list[bytes] = []  # a batch's lines, not written yet
+        self.read_all = False  # in a batch, the file was read to its end (nobody else appends now)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path}
@@ -58,6 +70,13 @@ class FlockJournalBackend(BaseJournalBackend):
         self.__init__(state["path"])  # type: ignore[misc]
 
     def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+        if not (self.depth and self.read_all):  # under a batch's lock the file ends where we read it last
+            yield from self._read_file(log_number_from)
+            self.read_all = self.depth > 0
+        for i in range(max(0, log_number_from - self.last), len(self.pending)):  # a batch's lines follow the file's
+            yield json.loads(self.pending[i])
+
+    def _read_file(self, log_number_from: int) -> Iterator[dict[str, Any]]:
         start = min(log_number_from, self.last)
         offset = self.offsets[start]
         with open(self.path, "rb") as f:
@@ -74,15 +93,46 @@ class FlockJournalBackend(BaseJournalBackend):
                 yield json.loads(line)
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        blob = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode()
+        lines = [(json.dumps(log, separators=(",", ":")) + "\n").encode() for log in logs]
+        if self.depth:
+            self.pending += lines
+            return
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
             self._cut_torn_tail()
-            view = memoryview(blob)
-            while view:  # a regular file takes it in one write; loop on a short write all the same
-                view = view[os.write(self.fd, view) :]
+            self._write(b"".join(lines))
         finally:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def _write(self, blob: bytes) -> None:
+        view = memoryview(blob)
+        while view:  # a regular file takes it in one write; loop on a short write all the same
+            view = view[os.write(self.fd, view) :]
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Hold the lock for the block and append its lines in one write when it ends (nested:
+        the outermost block writes). An exception in the block still writes what Optuna already
+        applied in memory, so the file and this process's view of it agree."""
+        if self.depth:
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
+            return
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            self._cut_torn_tail()
+            self.depth, self.pending, self.read_all = 1, [], False
+            yield
+        finally:
+            try:
+                if self.pending:
+                    self._write(b"".join(self.pending))
+            finally:
+                self.depth, self.pending, self.read_all = 0, [], False
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def _cut_torn_tail(self) -> None:
         """Under the lock: a last line without its newline was cut short by a writer that died
@@ -98,6 +148,14 @@ class FlockJournalBackend(BaseJournalBackend):
                 os.ftruncate(self.fd, size - back + cut + 1)
                 return
             back = min(size, back * 4)
+
+
+def batched(study: Any) -> AbstractContextManager[Any]:
+    """One lock and one write for the Optuna operations of the block when ``study`` is on the
+    embedded journal; a no-op context for any other storage (SQLite, PostgreSQL)."""
+    storage = getattr(study, "_storage", None)  # Optuna keeps a JournalStorage as given (no cache layer)
+    backend = getattr(storage, "_backend", None) if isinstance(storage, JournalStorage) else None
+    return backend.batch() if BATCHING and isinstance(backend, FlockJournalBackend) else nullcontext()
 
 
 def open_journal(url: str) -> JournalStorage:

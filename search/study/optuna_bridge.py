@@ -19,6 +19,7 @@ from pipeline.rmatrix import RMatrix
 from pipeline.units import Unit
 from search.orders.lehmer import all_orderings
 from search.orders.space import Candidate
+from search.study.journal import batched
 from search.study.outcome import State, TrialOutcome, end_trial, objective_values, trial_attrs
 from search.study.racing import REEVALUATE, Record, combine, per_seed_keys
 from search.study.recording import seed_metrics
@@ -204,6 +205,7 @@ class OptunaBridge:
             params = t.system_attrs.get("fixed_params") or t.params  # an enqueued trial keeps them here
             waiting.add(tuple(self.space.suggest(optuna.trial.FixedTrial(params)).order))
         strategy = self.space.strategies[0]
-        for order in all_orderings(tasks):
-            if tuple(order) not in done and tuple(order) not in waiting:
-                self.study.enqueue_trial(self.space.trial_params(order, strategy, self.space.fixed_lambda))
+        with batched(self.study):  # up to 5,040 trials (7 tasks): one lock, one append
+            for order in all_orderings(tasks):
+                if tuple(order) not in done and tuple(order) not in waiting:
+                    self.study.enqueue_trial(self.space.trial_params(order, strategy, self.space.fixed_lambda))

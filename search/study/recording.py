@@ -7,19 +7,17 @@ pool_fingerprint, opt.*, train.*``; metrics ACC/BWT/FWT/forgetting (+ std over s
 series ``running_acc, params, stored_bytes`` (step = tasks trained); artifacts ``R.json``,
 ``R.png``, ``per_seed/R_seed<s>.json`` and ``checkpoints/...``; tags with the worker's node.
 
-A search records off its critical path: :class:`Recorder` writes on one background thread (still
-one writer, as SQLite needs) and hands each finished record back to the driver, which only then
-tells Optuna — so every trial Optuna calls finished is already in MLflow (resume relies on it).
+A search records off its critical path: :class:`search.study.recorder.Recorder` writes on
+background threads (one for SQLite, several for a server) and hands each finished record back to
+the driver, which only then tells Optuna — so every trial Optuna calls finished is already in
+MLflow (resume relies on it).
 """
 
 from __future__ import annotations
 
-import queue
 import tempfile
-import threading
-import time
 from collections.abc import Hashable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,81 +105,6 @@ def write(uri: str, rec: RunRecord, experiments: dict[str, str] | None = None) -
     )
     tracking.end_run(uri, run_id, rec.status)
     return run_id
-
-
-@dataclass
-class Written:
-    """A record the :class:`Recorder` finished: its owner's token, run id, or the error."""
-
-    token: Hashable
-    run_id: str | None
-    error: str | None = None
-
-
-class Recorder:
-    """One background writer thread. ``submit_batch([(token, record), ...])``; ``done()`` returns
-    what was written since the last call (in order, whole batches: the records of trials that
-    finished together come back together, so the driver tells Optuna about them in one go).
-    ``uri=None`` records nothing (every record "writes" as None)."""
-
-    def __init__(self, uri: str | None) -> None:
-        self.uri = uri
-        self.todo: queue.Queue[list[tuple[Hashable, RunRecord]] | None] = queue.Queue()
-        self.out: queue.Queue[list[Written]] = queue.Queue()
-        self.queued = 0
-        self.seconds = 0.0  # spent writing (on the thread): what recording costs, off the critical path
-        self.experiments: dict[str, str] = {}  # experiment ids, looked up once per search
-        self.ids: dict[Hashable, str | None] = {}  # ref → run id of the records written so far
-        self.thread = threading.Thread(target=self._loop, name="lll-recorder", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            batch = self.todo.get()
-            if batch is None:
-                return
-            self.out.put([self._write(token, rec) for token, rec in batch])
-
-    def _write(self, token: Hashable, rec: RunRecord) -> Written:
-        t0 = time.perf_counter()
-        named = {tag: self.ids.get(ref) for tag, ref in rec.tag_refs.items()}  # written before: in order
-        if any(named.values()):
-            rec = replace(rec, tags={**rec.tags, **{k: v for k, v in named.items() if v}})
-        try:
-            run_id = write(self.uri, rec, self.experiments) if self.uri else None
-        except Exception as exc:
-            return Written(token, None, f"{type(exc).__name__}: {exc}")
-        self.seconds += time.perf_counter() - t0
-        if rec.ref is not None:
-            self.ids[rec.ref] = run_id
-        return Written(token, run_id)
-
-    def submit(self, token: Hashable, rec: RunRecord) -> None:
-        self.submit_batch([(token, rec)])
-
-    def submit_batch(self, items: list[tuple[Hashable, RunRecord]]) -> None:
-        if items:
-            self.queued += len(items)
-            self.todo.put(list(items))
-
-    def busy(self) -> bool:
-        return self.queued > 0
-
-    def done(self, wait: float = 0.0) -> list[Written]:
-        """Records written since the last call (whole batches); waits up to ``wait`` s for the first."""
-        got: list[Written] = []
-        try:
-            got += self.out.get(timeout=wait) if wait > 0 else self.out.get_nowait()
-            while True:
-                got += self.out.get_nowait()
-        except queue.Empty:
-            pass
-        self.queued -= len(got)
-        return got
-
-    def close(self) -> None:
-        self.todo.put(None)
-        self.thread.join(timeout=60)
 
 
 @dataclass

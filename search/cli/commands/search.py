@@ -333,12 +333,12 @@ def timing_line(t: dict[str, float]) -> str:
     """Where the command's time went, on the driver's main thread: start-up (process start until
     every worker is ready: Ray, workers importing torch and loading the pool, the study, the MLflow
     run), Optuna's ask and tell, waiting for workers (training), closing (the study's artifacts);
-    the MLflow writes run on their own thread alongside."""
+    the MLflow writes run on their own thread alongside (several for a server: the time any was writing)."""
     return (
         f"driver time: start-up {t.get('startup', 0):.1f} s, ask {t.get('ask', 0):.1f} s, "
         f"tell {t.get('tell', 0):.1f} s, waiting for workers {t.get('wait', 0):.1f} s, "
-        f"closing {t.get('close', 0):.1f} s; recording {t.get('record', 0):.1f} s on its own thread"
-        + (f"; validation on held-out seeds {t['validate']:.1f} s" if t.get("validate") else "")
+        f"closing {t.get('close', 0):.1f} s; recording {t.get('record_wall', t.get('record', 0)):.1f} s "
+        "on its own thread" + (f"; validation on held-out seeds {t['validate']:.1f} s" if t.get("validate") else "")
     )
 
 
