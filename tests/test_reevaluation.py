@@ -171,6 +171,29 @@ def test_value_is_the_mean_over_the_orderings_seeds(raced):
     assert f"--seeds {','.join(map(str, best.user_attrs['seeds']))}" in rec["rerun"]
 
 
+def test_report_shows_each_ordering_once_with_its_seeds(raced):
+    """`lll report` on the raced study: one point per ordering, at its latest record (the trial with
+    the most seeds, found here from the study itself), with its seed count; a count line says how
+    many orderings were re-evaluated."""
+    d, _second = raced
+    res = lll("report", "--study", "r", "--out", "rep", cwd=d)
+    assert res.returncode == 0, res.stderr
+    study = optuna.load_study(study_name="r", storage=default_storage(d))
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    latest: dict[str, optuna.trial.FrozenTrial] = {}
+    for t in complete:
+        order = ",".join(t.user_attrs["order"])
+        if order not in latest or len(t.user_attrs["seeds"]) > len(latest[order].user_attrs["seeds"]):
+            latest[order] = t
+    shown = json.loads((d / "rep" / "report.json").read_text())
+    points = {p[0]: p for ps in shown["pareto"]["points"].values() for p in ps}
+    assert {n: p[3] for n, p in points.items()} == {t.number: len(t.user_attrs["seeds"]) for t in latest.values()}
+    assert len(points) < len(complete)  # the superseded records are not drawn
+    again = sum(len(t.user_attrs["seeds"]) > 1 for t in latest.values())
+    assert again and f"{len(latest)} orderings from {len(complete)} complete trials; {again} re-evaluated" in res.stdout
+    assert shown["history"]["trials"] == sorted(t.number for t in latest.values())
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

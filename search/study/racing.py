@@ -8,7 +8,7 @@ the incumbent. The incumbent is the best posterior mean when the study uses the 
 the best seed mean. A re-evaluation is an Optuna trial enqueued with the ordering's own parameters and
 the user attribute ``lll.reevaluate`` (its seed); it trains only that seed, and its value is the mean
 over *all* the ordering's seeds so far (:func:`combine`). The latest record of an ordering — the trial
-with the most seeds — is its value (:func:`search.study.recommend.latest_trials`).
+with the most seeds — is its value (:func:`search.study.records.latest_trials`).
 
 Everything the book holds is rebuilt from the study's finished trials, so a search resumed after
 SIGKILL takes up the race where it was and never trains a finished seed again.
@@ -26,10 +26,10 @@ from optuna.trial import FrozenTrial, TrialState
 from pipeline.rmatrix import RMatrix
 from search.propose.intensify import Racing, may_reevaluate, next_reevaluation
 from search.study.outcome import PER_SEED_KEYS, TrialOutcome
+from search.study.records import REEVALUATE
 from search.study.settings import StudySettings
 
 Key = tuple[tuple[str, ...], str, float | None]  # (ordering, strategy, λ)
-REEVALUATE = "lll.reevaluate"  # user attribute of an enqueued re-evaluation: {seed, order, strategy, lambda}
 SHARE = 0.3  # the largest part of the evaluations re-evaluation may take (Racing.share)
 Z = 1.0  # a challenger stays in the race while its paired gap + Z standard errors is above 0
 

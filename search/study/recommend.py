@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.study.records import latest_trials, record_key
 from search.study.settings import StudySettings
 from search.study.storage import study_settings
 from tasks.errors import LLLError
@@ -32,20 +33,6 @@ def _row(t: FrozenTrial) -> dict[str, Any]:
 
 def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "acc" in t.user_attrs]
-
-
-def n_seeds(t: FrozenTrial) -> int:
-    return len(t.user_attrs.get("seeds") or []) or 1
-
-
-def latest_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Each ordering's latest record: a re-evaluated ordering (search/study/racing.py) has one trial
-    per re-evaluation, and the one with the most seeds holds its value (the mean over all of them);
-    the records with fewer seeds are dropped. Without re-evaluation nothing is dropped."""
-    most: dict[tuple, int] = {}
-    for t in trials:
-        most[_key(t)] = max(most.get(_key(t), 0), n_seeds(t))
-    return [t for t in trials if n_seeds(t) == most[_key(t)]]
 
 
 def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -165,10 +152,6 @@ def recommendation(study: optuna.Study) -> dict[str, Any]:
     return with_validation(study, out, trials)
 
 
-def _key(t: FrozenTrial) -> tuple:
-    return tuple(t.user_attrs["order"]), t.user_attrs["strategy"], t.user_attrs.get("lambda")
-
-
 def with_validation(study: optuna.Study, rec: dict[str, Any], trials: list[FrozenTrial]) -> dict[str, Any]:
     """A study validated on held-out seeds recommends the best held-out ordering: its order,
     strategy and the search's own estimate for it at the top level, the held-out numbers under
@@ -178,7 +161,7 @@ def with_validation(study: optuna.Study, rec: dict[str, Any], trials: list[Froze
         return rec
     best = block["orderings"][block["recommended"]]
     key = (tuple(best["order"]), best["strategy"], best["lambda"])
-    same = [t for t in trials if _key(t) == key]
+    same = [t for t in trials if record_key(t) == key]
     if same:
         row = _row(max(same, key=lambda t: t.user_attrs["acc"]))
         rec.update({k: row[k] for k in ("order", "strategy", "acc", "bwt", "fwt", "acc_std", "bwt_std")})

@@ -1,7 +1,11 @@
 """Study plots: the ACC/BWT Pareto front, the distribution of ACC over orderings, the search
 history, and the recommended ordering's R matrix. Each plot is drawn from a plain-data function
 (``*_data``), and `lll report` writes that data too (report.json), so what a plot shows can be
-checked and re-plotted."""
+checked and re-plotted.
+
+A point is an ordering (with its strategy and λ) at its latest record (search/study/records.py):
+a re-evaluated ordering is shown once, with the mean over all its seeds and its seed count, at the
+trial that recorded it; its superseded fewer-seed records are not shown."""
 
 from __future__ import annotations
 
@@ -11,9 +15,12 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.trial import FrozenTrial
 
 from pipeline.rmatrix import RMatrix
 from search.study.recommend import complete_trials, pareto_front, recommendation
+from search.study.records import latest_trials, n_seeds, record_key, reevaluated
+from search.study.storage import study_settings
 
 
 def _plt():
@@ -25,22 +32,51 @@ def _plt():
     return plt
 
 
+def shown_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The points of every plot: each ordering's latest complete record."""
+    return latest_trials(complete_trials(study))
+
+
+def records_data(study: optuna.Study) -> dict[str, Any]:
+    """What the points stand for: orderings shown, complete records, how many orderings were
+    re-evaluated (more seeds than the search starts with) and the most seeds any has."""
+    every = complete_trials(study)
+    shown = latest_trials(every)
+    start = study_settings(study).seeds
+    return {
+        "orderings": len(shown),
+        "records": len(every),
+        "start_seeds": start,
+        "reevaluated": reevaluated(shown, start),
+        "max_seeds": max((n_seeds(t) for t in shown), default=0),
+    }
+
+
+def records_line(data: dict[str, Any]) -> str:
+    """One line saying what the plots' points are."""
+    line = f"{data['orderings']} orderings from {data['records']} complete trials"
+    if data["reevaluated"]:
+        line += (
+            f"; {data['reevaluated']} re-evaluated (up to {data['max_seeds']} seeds): "
+            "each shown once, at its latest record (mean over all its seeds)"
+        )
+    return line
+
+
+def _point(t: FrozenTrial) -> list:
+    return [t.number, t.user_attrs["bwt"] * 100, t.user_attrs["acc"] * 100, n_seeds(t)]
+
+
 def pareto_data(study: optuna.Study) -> dict[str, Any]:
-    """Per strategy, each complete trial's (number, BWT, ACC) in points; the front's trials by BWT."""
-    trials = complete_trials(study)
+    """Per strategy, each ordering's (trial number, BWT, ACC in points, seeds) at its latest record;
+    the front's points by BWT."""
+    trials = shown_trials(study)
     points = {
-        s: [
-            [t.number, t.user_attrs["bwt"] * 100, t.user_attrs["acc"] * 100]
-            for t in trials
-            if t.user_attrs["strategy"] == s
-        ]
+        s: [_point(t) for t in trials if t.user_attrs["strategy"] == s]
         for s in sorted({t.user_attrs["strategy"] for t in trials})
     }
     front = sorted(pareto_front(trials), key=lambda t: t.user_attrs["bwt"])
-    return {
-        "points": points,
-        "front": [[t.number, t.user_attrs["bwt"] * 100, t.user_attrs["acc"] * 100] for t in front],
-    }
+    return {"points": points, "front": [_point(t) for t in front]}
 
 
 def pareto_plot(study: optuna.Study, path: Path) -> Path:
@@ -52,7 +88,7 @@ def pareto_plot(study: optuna.Study, path: Path) -> Path:
     ax.plot([p[1] for p in data["front"]], [p[2] for p in data["front"]], "k--", lw=1, label="Pareto front")
     ax.set_xlabel("BWT (points; higher = less forgetting)")
     ax.set_ylabel("final ACC (%)")
-    ax.set_title(f"{study.study_name}: {sum(len(p) for p in data['points'].values())} trials")
+    ax.set_title(f"{study.study_name}: {_count(study)}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -60,9 +96,16 @@ def pareto_plot(study: optuna.Study, path: Path) -> Path:
     return path
 
 
+def _count(study: optuna.Study) -> str:
+    data = records_data(study)
+    again = f", {data['reevaluated']} re-evaluated" if data["reevaluated"] else ""
+    return f"{data['orderings']} orderings{again}"
+
+
 def acc_distribution_data(study: optuna.Study, bins: int = 20) -> dict[str, Any]:
-    """The histogram of ACC (points) over complete trials: 20 shared bins, the count per strategy."""
-    trials = complete_trials(study)
+    """The histogram of ACC (points) over orderings (latest records): 20 shared bins, the count
+    per strategy."""
+    trials = shown_trials(study)
     accs = [t.user_attrs["acc"] * 100 for t in trials]
     edges = np.histogram_bin_edges(accs, bins=bins) if accs else np.linspace(0, 100, bins + 1)
     counts = {
@@ -91,20 +134,31 @@ def acc_distribution_plot(study: optuna.Study, path: Path) -> Path:
 
 
 def history_data(study: optuna.Study) -> dict[str, Any]:
-    """Complete trials by number: each one's ACC (points) and the best so far."""
-    trials = sorted(complete_trials(study), key=lambda t: t.number)
+    """Orderings by the trial of their latest record: each one's ACC (points), its seeds, and the
+    best so far."""
+    trials = sorted(shown_trials(study), key=lambda t: t.number)
     acc = np.array([t.user_attrs["acc"] * 100 for t in trials])
     best = np.maximum.accumulate(acc) if len(acc) else acc
-    return {"trials": [t.number for t in trials], "acc": acc.tolist(), "best": best.tolist()}
+    return {
+        "trials": [t.number for t in trials],
+        "acc": acc.tolist(),
+        "n_seeds": [n_seeds(t) for t in trials],
+        "best": best.tolist(),
+    }
 
 
 def history_plot(study: optuna.Study, path: Path) -> Path:
     plt = _plt()
     data = history_data(study)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(data["trials"], data["acc"], ".", alpha=0.5, label="trial ACC")
+    start = records_data(study)["start_seeds"]
+    again = [i for i, n in enumerate(data["n_seeds"]) if n > start]
+    ax.plot(data["trials"], data["acc"], ".", alpha=0.5, label="ordering ACC (latest record)")
+    if again:
+        x, y = [data["trials"][i] for i in again], [data["acc"][i] for i in again]
+        ax.plot(x, y, "o", mfc="none", color="tab:green", label="re-evaluated (more seeds)")
     ax.plot(data["trials"], data["best"], "r-", label="best so far")
-    ax.set_xlabel("trial")
+    ax.set_xlabel("trial (of each ordering's latest record)")
     ax.set_ylabel("final ACC (%)")
     ax.legend()
     fig.tight_layout()
@@ -145,16 +199,13 @@ def write_report(study: optuna.Study, out_dir: str | Path) -> list[Path]:
         history_plot(study, out / "history.png"),
     ]
     rec = recommendation(study)
-    best = next(
-        t
-        for t in complete_trials(study)
-        if t.user_attrs["order"] == rec["order"] and t.user_attrs["strategy"] == rec["strategy"]
-    )
+    best = _recommended_trial(study, rec)
     if rec.get("validation"):
         files.append(validation_plot(rec["validation"], out / "validation.png"))
     r = RMatrix(tuple(rec["order"]), best.user_attrs["R"])
     files.append(r.heatmap(out / "recommended_R.png", title=f"recommended: {rec['strategy']} (mean over seeds)"))
     data = {
+        "records": records_data(study),
         "pareto": pareto_data(study),
         "acc_distribution": acc_distribution_data(study),
         "history": history_data(study),
@@ -162,8 +213,18 @@ def write_report(study: optuna.Study, out_dir: str | Path) -> list[Path]:
             "trial": best.number,
             "order": rec["order"],
             "strategy": rec["strategy"],
+            "n_seeds": n_seeds(best),
             "R": r.values.tolist(),
         },
     }
     (out / "report.json").write_text(json.dumps(data, indent=1))
     return [*files, out / "report.json"]
+
+
+def _recommended_trial(study: optuna.Study, rec: dict[str, Any]) -> FrozenTrial:
+    """The record the recommendation quotes: its MLflow run, else its ordering's latest record."""
+    shown = shown_trials(study)
+    run = rec.get("mlflow_run_id")
+    same = [t for t in shown if run is not None and t.user_attrs.get("mlflow_run_id") == run]
+    key = (tuple(rec["order"]), rec["strategy"], rec["params"]["lambda"])
+    return (same or [t for t in shown if record_key(t) == key])[0]

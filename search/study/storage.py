@@ -120,14 +120,17 @@ def make_sampler(
     same point; five random start-up trials (orderings are few and cheap to look up through the
     prefix cache, and TPE reached near-best orderings sooner with 5 than with 10,
     bench/search_efficiency.py). ``model``: search/propose/sampler.py (a GP over orderings; TPE
-    for strategy and λ), which needs the study's ``tasks``. ``random``: a baseline."""
+    for strategy and λ), which needs the study's ``tasks``. ``random``: a baseline. Both TPEs see
+    one observation per ordering, its latest record (search/study/tpe.py: re-evaluation)."""
+    from search.study.tpe import LatestRecordTPESampler
+
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "model" and tasks and not fixed_order:
         from search.propose.sampler import PermutationSampler
 
-        return PermutationSampler(tasks, seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True, n_startup_trials=5)
+        return PermutationSampler(tasks, seed=seed, independent=LatestRecordTPESampler(seed=seed, constant_liar=True))
+    return LatestRecordTPESampler(seed=seed, constant_liar=True, multivariate=True, n_startup_trials=5)
 
 
 def _sampler_for(settings: StudySettings) -> optuna.samplers.BaseSampler:

@@ -17,8 +17,10 @@ def report(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the plots")] = Path("report"),
 ) -> None:
     """Draw a study's plots (Pareto front, ACC distribution, history, recommended R) to a folder."""
-    from search.study.report import write_report
+    from search.study.report import records_data, records_line, write_report
 
-    files = write_report(open_study(study, storage), out_dir)
+    opened = open_study(study, storage)
+    files = write_report(opened, out_dir)
     for f in files:
         out.print(f"wrote {f}")
+    out.print(records_line(records_data(opened)))
