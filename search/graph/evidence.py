@@ -7,7 +7,8 @@ Two kinds, kept apart because they answer slightly different questions:
   every other pool task b; the pair ``[a, b]`` gives ``interference(a, b) = R(after a, on a) −
   R(after a then b, on a)``, the drop on a caused by training b next, and ``learned(a, b) =
   R(after a then b, on b)``, how well b is learned right after a.
-* **harvested** — what a study's finished trials saw anyway: the forward-transfer entry
+* **harvested** — what a study's finished trials saw anyway (each ordering once, at its latest
+  record when re-evaluation recorded it several times): the forward-transfer entry
   ``R[i−1][i] − R[0][i]`` and the forgetting entry ``R[i][i] − R[i+1][i]`` of every consecutive pair
   of its orderings. Free, but observational (the model had been trained on a whole prefix).
 
@@ -162,23 +163,24 @@ def evidence_from_r(order: Sequence[str], r: Sequence[Sequence[float]]) -> Evide
 
 
 def _complete(trials: Iterable[Any], strategy: str | None) -> list[Any]:
+    """The complete trials (of ``strategy``) with an R, each ordering once at its latest record
+    (search/study/records.py): a re-evaluated ordering has one record per seed count, and only the
+    one with the most seeds is its value. Without re-evaluation: every complete trial."""
     from optuna.trial import TrialState
 
-    keep = []
-    for t in trials:
-        a = t.user_attrs
-        if t.state != TrialState.COMPLETE or "R" not in a or "order" not in a:
-            continue
-        if strategy is not None and a.get("strategy") != strategy:
-            continue
-        keep.append(t)
-    return keep
+    from search.study.records import latest_trials
+
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if strategy is not None:
+        complete = [t for t in complete if t.user_attrs.get("strategy") == strategy]
+    return [t for t in latest_trials(complete) if "R" in t.user_attrs and "order" in t.user_attrs]
 
 
 def harvest_trials(trials: Iterable[Any], strategy: str | None = None) -> Evidence:
-    """Evidence from a study's complete trials (FrozenTrials with user attrs ``order`` and ``R``).
-    ``strategy``: only trials of this strategy — interference depends on it, so a graph describes
-    one (pool, strategy); None takes every trial."""
+    """Evidence from a study's complete trials (FrozenTrials with user attrs ``order`` and ``R``),
+    each ordering once, at its latest record (the mean R over its most seeds). ``strategy``: only
+    trials of this strategy — interference depends on it, so a graph describes one (pool,
+    strategy); None takes every trial."""
     ev = Evidence()
     for t in _complete(trials, strategy):
         ev.update(evidence_from_r(t.user_attrs["order"], t.user_attrs["R"]))
@@ -188,7 +190,8 @@ def harvest_trials(trials: Iterable[Any], strategy: str | None = None) -> Eviden
 def trial_outcomes(
     trials: Iterable[Any], strategy: str | None = None, metric: str = "acc"
 ) -> list[tuple[list[str], float]]:
-    """(ordering, metric) of the complete trials (of ``strategy``): what the graph model is fitted to."""
+    """(ordering, metric) of the complete trials (of ``strategy``), each ordering once at its latest
+    record: what the graph model is fitted to."""
     return [
         (list(t.user_attrs["order"]), float(t.user_attrs[metric]))
         for t in _complete(trials, strategy)

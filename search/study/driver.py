@@ -243,9 +243,7 @@ class SearchDriver:
         self.last_note = time.perf_counter()
         if self.progress is None:
             return
-        if self.bridge.best is None:
-            self.bridge.load_best()
-        best = self.bridge.best or {}
+        best = self.bridge.progress_best() or {}
         s = self.summary
         self.progress(
             {

@@ -23,6 +23,7 @@ from search.study.journal import batched
 from search.study.outcome import State, TrialOutcome, end_trial, objective_values, trial_attrs
 from search.study.racing import REEVALUATE, Record, combine, per_seed_keys
 from search.study.recording import seed_metrics
+from search.study.records import latest_trials
 from search.study.settings import StudySettings
 from search.study.storage import finished_trials
 
@@ -70,7 +71,7 @@ class OptunaBridge:
         self.seeds, self.checkpoints = settings.seed_list, settings.checkpoints
         self.train_json = settings.train.model_dump_json()
         self.T = len(self.space.tasks) if self.space.fixed_order is None else len(self.space.fixed_order)
-        self.best: dict[str, Any] | None = None  # the best finished trial's attrs (progress line)
+        self.best: dict[str, Any] | None = None  # the best latest record's attrs (progress line)
         # Nothing can stop a trial between tasks (no pruning): hand out its whole ordering at once.
         self.whole = False
 
@@ -179,7 +180,11 @@ class OptunaBridge:
     def end(self, run: TrialRun, outcome: TrialOutcome) -> None:
         """Tell Optuna (the one tell path, :func:`end_trial`) and keep the best for the progress line."""
         end_trial(self.study, run.trial, outcome)
-        if outcome.state == "complete":
+        if outcome.state != "complete":
+            return
+        if self.settings.racing:  # this record may supersede the best one: read again when shown
+            self.best = None
+        else:
             self.note_best({**trial_attrs(outcome), "number": run.trial.number})
 
     # ---- best so far (progress) --------------------------------------------------------------
@@ -193,9 +198,19 @@ class OptunaBridge:
             self.best = {"acc": attrs.get("acc"), "bwt": attrs.get("bwt"), "number": attrs.get("number")}
 
     def load_best(self) -> None:
-        """The best among trials finished before this run (read once)."""
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        """The best among the study's latest records (search/study/records.py): an ordering
+        re-evaluated lower no longer counts at its stale fewer-seed value."""
+        self.best = None
+        for t in latest_trials(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
             self.note_best({**t.user_attrs, "number": t.number})
+
+    def progress_best(self) -> dict[str, Any] | None:
+        """The best for the progress line. Without re-evaluation it is kept as trials end (read
+        from the study once); with it, read again from the latest records after a trial ends,
+        since a re-evaluation can lower the best ordering's value."""
+        if self.best is None:
+            self.load_best()
+        return self.best
 
     def enqueue_exhaustive(self, tasks: list[str]) -> None:
         """Enqueue every ordering not yet finished or waiting (one strategy, λ fixed)."""

@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.config import StrategyConfig
 from pipeline.rmatrix import RMatrix
+from search.study.records import REEVALUATE
 from search.study.storage import INTERRUPTED
 
 METRIC_KEYS = ("acc", "bwt", "fwt", "forgetting", "acc_std", "bwt_std")
@@ -111,8 +112,8 @@ def end_trial(study: optuna.Study, trial: optuna.Trial | FrozenTrial, outcome: T
     A live trial (:class:`optuna.Trial`) gets its attributes, then its state. A trial a killed
     search left RUNNING (a :class:`FrozenTrial`, on resume) can no longer take attributes through
     the public API: it is told FAIL by number (an interrupted trial, which does not count against
-    the budget), and a recorded outcome becomes a new finished trial with the same parameters and
-    intermediate values. Safe to repeat after a second kill: an outcome already added is found
+    the budget), and a recorded outcome becomes a new finished trial with the same parameters,
+    intermediate values and re-evaluation tag. Safe to repeat after a second kill: an outcome already added is found
     by its MLflow run id and not added twice."""
     state = OPTUNA_STATE[outcome.state]
     values = list(outcome.values) if state == TrialState.COMPLETE and outcome.values is not None else None
@@ -131,13 +132,19 @@ def end_trial(study: optuna.Study, trial: optuna.Trial | FrozenTrial, outcome: T
                     values=values,
                     params=trial.params,
                     distributions=trial.distributions,
-                    user_attrs=trial_attrs(outcome),
+                    user_attrs={**_reevaluation_tag(trial), **trial_attrs(outcome)},
                     intermediate_values=dict(trial.intermediate_values),
                 )
             )
             number = holding(study, outcome.mlflow_run_id)
     study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
     return number
+
+
+def _reevaluation_tag(trial: FrozenTrial) -> dict[str, Any]:
+    """A re-evaluation's tag (set when it was enqueued), which the live trial keeps: the recovered
+    record keeps it too, so the pruner tells it from a fresh record (search/study/records.py)."""
+    return {k: v for k, v in trial.user_attrs.items() if k == REEVALUATE}
 
 
 def holding(study: optuna.Study, mlflow_run_id: str | None) -> int | None:

@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pipeline.tracking import mask_url, sqlite_fast_commits
 from search.study.journal import SCHEME as JOURNAL_SCHEME
 from search.study.journal import open_journal
+from search.study.records import fresh_records, is_reevaluation
 from search.study.settings import StudySettings
 from tasks.errors import LLLError
 
@@ -148,16 +149,21 @@ class BottomQuarterPruner(optuna.pruners.BasePruner):
 
     Optuna's ``PercentilePruner(25)`` is not this: it *keeps* the top quarter (prunes below the
     75th percentile) and judges a trial by its best value over all steps so far, while a running
-    accuracy falls as tasks are added, so its best is nearly always its first step."""
+    accuracy falls as tasks are added, so its best is nearly always its first step.
+
+    With re-evaluation (search/study/racing.py) the complete trials it counts and compares with are
+    the fresh records (:func:`search.study.records.fresh_records`): a re-evaluation reports no
+    per-step values, so counted towards ``startup`` it would start pruning with fewer values to
+    compare with; and a re-evaluation is never pruned (it adds a seed to a finished ordering)."""
 
     def __init__(self, startup: int = 8, warmup: int = 1, quantile: float = PRUNE_QUANTILE) -> None:
         self.startup, self.warmup, self.quantile = startup, warmup, quantile
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
-        if step is None or step < self.warmup:
+        if step is None or step < self.warmup or is_reevaluation(trial):
             return False
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        complete = fresh_records(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         if len(complete) < max(1, self.startup):
             return False
         others = [t.intermediate_values[step] for t in complete if step in t.intermediate_values]
