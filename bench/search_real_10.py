@@ -30,21 +30,41 @@ import common
 OUT = common.OUT
 
 
+def lll(argv: list[str], work: Path, what: str) -> str:
+    """Run one `lll` command (``python -m search.cli.app``) in ``work`` on a local Ray; its stdout.
+    A failure stops the benchmark with the command's last stderr."""
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    res = subprocess.run(
+        [sys.executable, "-m", "search.cli.app", *argv], cwd=work, env=env, capture_output=True, text=True
+    )
+    if res.returncode != 0:
+        raise SystemExit(f"{what} failed: {res.stderr[-2000:]}")
+    return res.stdout
+
+
+def train_flags(args) -> list[str]:
+    """The training config every search and recheck of a benchmark shares."""
+    flags = ["--epochs", str(args.epochs)]
+    if args.train_per_task:
+        flags += ["--train-per-task", str(args.train_per_task), "--test-per-task", str(args.test_per_task)]
+    return flags
+
+
+def stores(work: Path) -> list[str]:
+    """The benchmark's own Optuna storage and MLflow tracking store, under ``work``."""
+    return ["--storage", f"sqlite:///{work}/optuna.db", "--tracking-uri", f"sqlite:///{work}/mlflow.db"]
+
+
 def one_search(pool: str, sampler: str, repeat: int, args, work: Path) -> dict:
     import optuna
 
     study = f"{sampler}-{repeat}"
-    cmd = [sys.executable, "-m", "search.cli.app", "search", "--pool", pool, "--strategies", "naive"]
+    cmd = ["search", "--pool", pool, "--strategies", "naive"]
     cmd += ["--trials", str(args.trials), "--seeds", str(args.seeds), "--seed", str(repeat), "--workers", "2"]
-    cmd += ["--sampler", sampler, "--study", study, "--epochs", str(args.epochs), "--no-prune", "--validate", "0"]
-    cmd += ["--storage", f"sqlite:///{work}/optuna.db", "--tracking-uri", f"sqlite:///{work}/mlflow.db"]
-    if args.train_per_task:
-        cmd += ["--train-per-task", str(args.train_per_task), "--test-per-task", str(args.test_per_task)]
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    cmd += ["--sampler", sampler, "--study", study, "--no-prune", "--validate", "0"]
+    cmd += train_flags(args) + stores(work)
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"{study} failed: {res.stderr[-2000:]}")
+    lll(cmd, work, study)
     s = optuna.load_study(study_name=study, storage=f"sqlite:///{work}/optuna.db")
     best = s.best_trial
     return {
@@ -61,26 +81,9 @@ def recheck(pool: str, order: list[str], args, work: Path) -> dict:
     """The best ordering a search found, retrained on fresh seeds (`lll run --seeds`): its ACC free
     of the winner's curse (the search kept the luckiest of many noisy values) and its seed noise."""
     out = work / "recheck.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "search.cli.app",
-        "run",
-        "--pool",
-        pool,
-        "--strategy",
-        "naive",
-        "--order",
-        ",".join(order),
-    ]
-    cmd += ["--seeds", args.recheck_seeds, "--epochs", str(args.epochs), "--out", str(out)]
-    cmd += ["--tracking-uri", f"sqlite:///{work}/mlflow.db"]
-    if args.train_per_task:
-        cmd += ["--train-per-task", str(args.train_per_task), "--test-per-task", str(args.test_per_task)]
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    res = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"recheck of {order} failed: {res.stderr[-2000:]}")
+    cmd = ["run", "--pool", pool, "--strategy", "naive", "--order", ",".join(order), "--seeds", args.recheck_seeds]
+    cmd += [*train_flags(args), "--out", str(out), "--tracking-uri", f"sqlite:///{work}/mlflow.db"]
+    lll(cmd, work, f"recheck of {order}")
     accs = [r["acc"] for r in json.loads(out.read_text())["per_seed"]]
     return {
         "seeds": args.recheck_seeds,
