@@ -74,6 +74,28 @@ class ZeroCostWorker:
         return out
 
 
+@contextlib.contextmanager
+def driver_cpu() -> Iterator[list[float]]:
+    """Yields a list that holds, after the block, the CPU seconds of this process (all threads:
+    the loop, the recorder, Ray's) spent inside ``SearchDriver.run`` (start-up and close left out)."""
+    from search.study.driver import SearchDriver
+
+    got, run = [0.0], SearchDriver.run
+
+    def timed(self: SearchDriver) -> Any:
+        c0 = time.process_time()
+        try:
+            return run(self)
+        finally:
+            got[0] += time.process_time() - c0
+
+    SearchDriver.run = timed
+    try:
+        yield got
+    finally:
+        SearchDriver.run = run
+
+
 def one_run(
     actors: int, trials: int, storage: str = "journal", tracking: str | None = None, writers: int | None = None
 ) -> dict[str, Any]:
@@ -102,7 +124,8 @@ def one_run(
                 prune=False, cache_mb=0, checkpoints="none", sampler="random", validate=0,
             )  # fmt: skip
             load = os.getloadavg()[0]
-            _study, s, _rec = run_search(req, None, prepare(req))
+            with driver_cpu() as cpu:  # the driver process's CPU in the search loop, every thread
+                _study, s, _rec = run_search(req, None, prepare(req))
             used = recorder.writers_for(req.tracking_uri)  # what the recorder ran with
         finally:
             os.chdir(cwd)
@@ -125,6 +148,7 @@ def one_run(
         "recorder_writers": used,
         "record_thread_seconds_summed": round(t.get("record", 0.0), 2),  # over the writer threads
         "record_cpu_ms_per_unit": round(1000 * t.get("record_cpu", 0.0) / max(1, s.trained), 2),  # driver's CPU
+        "driver_process_cpu_ms_per_unit": round(1000 * cpu[0] / max(1, s.trained), 2),
         "actors": actors,
         "trials": s.complete,
         "units": s.trained,
@@ -279,12 +303,15 @@ def main() -> None:
     ap.add_argument("--storage", choices=sorted(STORAGES), default="journal", help="the embedded Optuna storage")
     ap.add_argument("--tracking", choices=["sqlite", "server"], default="sqlite", help="MLflow: a file or a server")
     ap.add_argument("--server-workers", type=int, default=2, help="the mlflow server's worker processes")
+    ap.add_argument("--tracking-uri", default=None, help="--tracking server: this running server instead of a new one")
     ap.add_argument("--recorder-workers", default=None, help="A,B: the recorder's threads compared in ABBA order")
     args = ap.parse_args()
     actors = [2, 4] if args.quick else [int(a) for a in args.actors.split(",")]
     trials = args.trials or (40 if args.quick else 400)
     with contextlib.ExitStack() as stack:
-        uri, pgid = stack.enter_context(mlflow_server(args.server_workers)) if args.tracking == "server" else (None, 0)
+        uri, pgid = (args.tracking_uri, 0) if args.tracking_uri else (None, 0)
+        if args.tracking == "server" and uri is None:
+            uri, pgid = stack.enter_context(mlflow_server(args.server_workers))
         if args.recorder_workers:
             writers = [int(w) for w in args.recorder_workers.split(",")]
             if len(writers) != 2 or uri is None:

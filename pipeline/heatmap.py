@@ -9,6 +9,7 @@ values, row and column labels, title, colour bar — in a few milliseconds. Repo
 from __future__ import annotations
 
 import functools
+import io
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +59,9 @@ def _rotated(text: str, font, angle: float) -> Image.Image:
     return im.rotate(angle, expand=True, resample=Image.Resampling.BICUBIC)
 
 
-def heatmap_png(
-    values: np.ndarray, rows: list[str], cols: list[str], title: str, path: str | Path
-) -> Path:  # fmt: skip
-    """Write ``values`` (in [0, 1], shown in %) as a heatmap with ``rows``/``cols`` labels."""
+def heatmap_png(values: np.ndarray, rows: list[str], cols: list[str], title: str) -> bytes:
+    """``values`` (in [0, 1], shown in %) as a heatmap with ``rows``/``cols`` labels: PNG bytes
+    (written by the caller wherever it goes: a file, or straight into an artifact store)."""
     lut, font = _viridis(), _font(13)
     n_rows, n_cols = values.shape
     left = int(max(font.getlength(r) for r in rows)) + 14
@@ -90,5 +90,6 @@ def heatmap_png(
     for pct in range(0, 101, 20):
         y = top + bar_h - 1 - pct / 100 * (bar_h - 1)
         _text(img, (bar_x + 18, y), str(pct), 11, "black", "lm")
-    img.save(path, format="PNG", compress_level=1)
-    return Path(path)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()

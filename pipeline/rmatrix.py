@@ -101,11 +101,14 @@ class RMatrix:
 
     def heatmap_fast(self, path: str | Path, title: str | None = None) -> Path:
         """The same heatmap drawn with Pillow in milliseconds (pipeline/heatmap.py): every recorded run's R.png."""
+        Path(path).write_bytes(self.heatmap_bytes(title))
+        return Path(path)
+
+    def heatmap_bytes(self, title: str | None = None) -> bytes:
+        """:meth:`heatmap_fast`'s PNG in memory (what a recorded run's R.png holds)."""
         from pipeline.heatmap import heatmap_png
 
-        return heatmap_png(
-            self.values, self.row_labels(), [f"test {n}" for n in self.tasks], title or self.title(), path
-        )
+        return heatmap_png(self.values, self.row_labels(), [f"test {n}" for n in self.tasks], title or self.title())
 
     def heatmap(self, path: str | Path, title: str | None = None) -> Path:
         """Write R as an annotated heatmap PNG (matplotlib: reports).

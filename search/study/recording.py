@@ -7,6 +7,12 @@ pool_fingerprint, opt.*, train.*``; metrics ACC/BWT/FWT/forgetting (+ std over s
 series ``running_acc, params, stored_bytes`` (step = tasks trained); artifacts ``R.json``,
 ``R.png``, ``per_seed/R_seed<s>.json`` and ``checkpoints/...``; tags with the worker's node.
 
+A search trial's run holds ``R.json`` (the MLflow UI shows it); its ``R.png`` is drawn when the
+search ends, for the orderings a user looks at (:func:`log_heatmaps`: the recommendation and the
+top :data:`HEATMAP_TOP`), not per trial: drawing and uploading it was a third of the driver's CPU
+per record (bench/out/driver_ceiling.json, ``record_cpu``). `lll run` and held-out validation runs
+keep theirs.
+
 A search records off its critical path: :class:`search.study.recorder.Recorder` writes on
 background threads (one for SQLite, several for a server) and hands each finished record back to
 the driver, which only then tells Optuna — so every trial Optuna calls finished is already in
@@ -180,6 +186,7 @@ def trial_record(ctx: StudyContext, o: TrialOutcome) -> RunRecord:
         files,
         RUN_STATUS[o.state],
         ctx.parent_run_id,
+        heatmap=False,  # drawn at the end of the search for the top orderings: log_heatmaps
         ref=("trial", o.number),
         tag_refs=refs,
     )
@@ -285,5 +292,45 @@ def close_parent_run(study: Any, uri: str, parent: str, summary: Any) -> dict[st
             mc.log_metric(parent, "best_bwt", rec["bwt"])
     for k in ("complete", "pruned", "failed", "trained", "reused", "saved_by_pruning"):
         mc.log_metric(parent, f"search_{k}", getattr(summary, k))
+    log_heatmaps(study, uri, rec)
     mc.set_terminated(parent, "FINISHED")
     return rec
+
+
+HEATMAP_TOP = 10  # orderings whose trial runs get an R.png when a search ends
+
+
+def heatmap_trials(study: Any, rec: dict[str, Any] | None, top: int = HEATMAP_TOP) -> list[Any]:
+    """The complete trials a user looks at: each ordering's latest record, best ``top`` by the
+    objective (ACC for ``both``, plus its ACC/BWT Pareto front), and the recommendation's run."""
+    from search.study.recommend import complete_trials, pareto_front
+    from search.study.records import latest_trials
+    from search.study.storage import study_settings
+
+    objective = study_settings(study).objective
+    shown = latest_trials(complete_trials(study))
+    trials = [t for t in shown if t.user_attrs.get("R") and t.user_attrs.get("mlflow_run_id")]
+    key = "bwt" if objective == "bwt" else "acc"
+    chosen = sorted(trials, key=lambda t: (-t.user_attrs[key], t.number))[:top]
+    if objective == "both":
+        chosen += pareto_front(trials)
+    if rec is not None:
+        chosen += [t for t in trials if t.user_attrs["mlflow_run_id"] == rec.get("mlflow_run_id")]
+    return list({t.number: t for t in chosen}.values())
+
+
+def log_heatmaps(study: Any, uri: str, rec: dict[str, Any] | None = None, top: int = HEATMAP_TOP) -> int:
+    """R.png (the trial's R as recorded, drawn with Pillow) into the runs of :func:`heatmap_trials`
+    that lack one; returns how many were added (a resumed search draws only the new ones)."""
+    import numpy as np
+
+    mc = tracking.client(uri)
+    added = 0
+    for t in heatmap_trials(study, rec, top):
+        run_id = t.user_attrs["mlflow_run_id"]
+        if any(a.path == "R.png" for a in mc.list_artifacts(run_id)):
+            continue
+        r = RMatrix(tuple(t.user_attrs["order"]), np.array(t.user_attrs["R"], dtype=np.float64))
+        tracking.log_blobs(uri, run_id, [("", "R.png", r.heatmap_bytes())])
+        added += 1
+    return added
