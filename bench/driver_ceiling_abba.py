@@ -22,9 +22,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from driver_ceiling import mlflow_server, save  # the script's folder is on the path
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from driver_ceiling import mlflow_server, save  # noqa: E402
 
 KEYS = (  # per run, what the medians and ratios are taken of
     "units_per_s",

@@ -69,8 +69,7 @@ def side(checkout: Path, uri: str | None, n: int) -> dict[str, float]:
 
 
 def abba(baseline: Path, trackings: list[str], n: int, repeats: int) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT / "bench"))
-    from driver_ceiling import mlflow_server
+    from driver_ceiling import mlflow_server  # the script's folder is on the path
 
     out: dict[str, Any] = {"records": n, "baseline": str(baseline), "load_avg_1_5_15_at_start": os.getloadavg()}
     for tracking in trackings:
@@ -108,7 +107,6 @@ def main() -> None:
     if args.baseline:
         rec = abba(Path(args.baseline).resolve(), args.tracking.split(","), args.records, args.repeats)
         if args.key:
-            sys.path.insert(0, str(ROOT / "bench"))
             from driver_ceiling import save
 
             save(rec, None, args.key)
