@@ -110,16 +110,6 @@ for _ in range(int(sys.argv[2])):
 """
 
 
-def test_processes_sharing_one_journal_lose_no_trial(tmp_path: Path) -> None:
-    url = f"journal:///{tmp_path}/optuna.journal"
-    _study(url)
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, "25", str(ROOT)]) for _ in range(3)]
-    assert all(p.wait(timeout=120) == 0 for p in procs)
-    trials = optuna.load_study(study_name="j", storage=open_storage(url)).trials
-    assert len(trials) == 75 and sorted(t.number for t in trials) == list(range(75))
-    assert all(t.state == TrialState.COMPLETE for t in trials)
-
-
 def test_old_sqlite_studies_still_load_and_the_default_is_the_journal(tmp_path: Path) -> None:
     assert DEFAULT_STORAGE.startswith("journal:///")
     url = f"sqlite:///{tmp_path}/optuna.db"
@@ -225,10 +215,11 @@ for _ in range(int(sys.argv[2]) // 5):
 """
 
 
-def test_processes_writing_batches_to_one_journal_lose_no_trial(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", [WRITER, BATCH_WRITER], ids=["one-by-one", "batched"])
+def test_processes_sharing_one_journal_lose_no_trial(tmp_path: Path, writer: str) -> None:
     url = f"journal:///{tmp_path}/optuna.journal"
     _study(url)
-    procs = [subprocess.Popen([sys.executable, "-c", BATCH_WRITER, url, "25", str(ROOT)]) for _ in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-c", writer, url, "25", str(ROOT)]) for _ in range(3)]
     assert all(p.wait(timeout=120) == 0 for p in procs)
     trials = optuna.load_study(study_name="j", storage=open_storage(url)).trials
     assert len(trials) == 75 and sorted(t.number for t in trials) == list(range(75))
