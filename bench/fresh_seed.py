@@ -61,7 +61,10 @@ import optuna
 from search.orders.space import SearchSpace
 from search.propose.intensify import Racing, may_reevaluate, next_reevaluation, pick_validated, top_k
 from search.propose.sampler import PermutationSampler
+from search.study.launch import DEFAULT_MAX_SEEDS, DEFAULT_SEEDS
+from search.study.racing import SHARE, Z
 from search.study.storage import make_sampler
+from search.study.validation import DEFAULT_VALIDATE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 BUDGETS = (60, 150)
@@ -298,11 +301,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=21, help="sampler seeds")
     ap.add_argument("--budgets", default="60,150")
     ap.add_argument("--kinds", default="random,tpe,model,default,ceiling")
-    ap.add_argument("--seeds", type=int, default=1, help="the default: seeds a new ordering starts with")
-    ap.add_argument("--max-seeds", type=int, default=4, help="the default: most seeds an ordering gets")
-    ap.add_argument("--share", type=float, default=0.2, help="the default: most share of B for re-evaluation")
-    ap.add_argument("--z", type=float, default=1.0, help="the default: racing confidence bound")
-    ap.add_argument("--validate", type=int, default=3, help="the default: K orderings validated")
+    # The CLI's own defaults (search/study/launch.py, search/study/racing.py): "default" is lll search's.
+    ap.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="the default: seeds a new ordering starts with")
+    ap.add_argument("--max-seeds", type=int, default=DEFAULT_MAX_SEEDS, help="the default: most seeds an ordering gets")
+    ap.add_argument("--share", type=float, default=SHARE, help="the default: most share of B for re-evaluation")
+    ap.add_argument("--z", type=float, default=Z, help="the default: racing confidence bound")
+    ap.add_argument("--validate", type=int, default=DEFAULT_VALIDATE, help="the default: K orderings validated")
     ap.add_argument(
         "--pooled", action="store_true", help="the default: pick by the posterior refitted with the validation seeds"
     )

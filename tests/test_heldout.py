@@ -11,6 +11,7 @@ from scipy import stats
 from search.study.heldout import (
     HELDOUT_OFFSET,
     Interval,
+    cross_fitted,
     heldout_seeds,
     mean_over,
     paired_gain,
@@ -48,6 +49,8 @@ def test_verdicts_say_not_clearly_better_when_the_interval_holds_zero():
 
 def test_heldout_seeds_never_overlap_the_search():
     assert heldout_seeds(0, 3, [0, 1]) == [HELDOUT_OFFSET, HELDOUT_OFFSET + 1, HELDOUT_OFFSET + 2]
+    # Another base seed (a repeated search) validates on seeds disjoint from the first one's.
+    assert not set(heldout_seeds(0, 3, [0, 1])) & set(heldout_seeds(1, 3, [1, 2]))
     with pytest.raises(LLLError, match="used by the search"):
         heldout_seeds(0, 3, [0, 1], given=[1, 5, 6])
     with pytest.raises(LLLError, match="at least 2"):
@@ -64,3 +67,22 @@ def test_random_orderings_are_distinct_reproducible_and_avoid_given_ones():
 
 def test_mean_over_averages_per_seed():
     assert mean_over([{1: 0.2, 2: 0.4}, {1: 0.4, 2: 0.8, 3: 1.0}]) == pytest.approx({1: 0.3, 2: 0.6})
+
+
+def test_cross_fitted_scores_each_seed_with_the_pick_made_on_the_other_seeds():
+    # 3 candidates x 3 seeds; on seed 2 candidate 1 looks best only because of that seed.
+    table = np.array([[0.50, 0.52, 0.40], [0.45, 0.44, 0.70], [0.49, 0.50, 0.41]])
+    cands = [dict(enumerate(row)) for row in table]
+    expected = []
+    for s in range(3):
+        others = [t for t in range(3) if t != s]
+        pick = int(np.argmax(table[:, others].sum(axis=1)))
+        expected.append(table[pick, s])
+    got = cross_fitted(cands)
+    assert got.mean == pytest.approx(np.mean(expected)) and got.n == 3
+    # Below the winner's own held-out mean (candidate 1: 0.53), which the pick inflates.
+    assert got.mean < table.mean(axis=1).max()
+    assert cross_fitted(cands[:1]).mean == pytest.approx(table[0].mean())  # K = 1: the plain mean
+    # picked_by: scored on one metric (here the negated table), picked on another.
+    neg = [{k: -v for k, v in c.items()} for c in cands]
+    assert cross_fitted(neg, picked_by=cands).mean == pytest.approx(-np.mean(expected))

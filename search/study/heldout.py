@@ -17,16 +17,19 @@ from dataclasses import dataclass
 
 from tasks.errors import LLLError
 
-#: Held-out seeds start here above the study's base seed: far above any seed a search gives a new
-#: ordering or a re-evaluation (base seed + 0 .. max seeds - 1).
+#: Held-out seeds start here: far above any seed a search gives a new ordering or a re-evaluation
+#: (base seed + 0 .. max seeds - 1).
 HELDOUT_OFFSET = 1_000_000
+#: Studies with different base seeds validate on disjoint held-out seeds (base seed × this stride), so
+#: repeated searches are judged on independent seeds rather than on a shared, equally lucky set.
+HELDOUT_STRIDE = 1_000
 #: How many random orderings stand for "a random ordering" in the paired baseline.
 RANDOM_BASELINES = 2
 
 
 def heldout_seeds(base_seed: int, n: int, search_seeds: Sequence[int], given: Sequence[int] | None = None) -> list[int]:
-    """``n`` seeds the search never used: ``given`` (checked) or base + HELDOUT_OFFSET + i."""
-    seeds = list(given) if given else [base_seed + HELDOUT_OFFSET + i for i in range(n)]
+    """``n`` seeds the search never used: ``given`` (checked) or HELDOUT_OFFSET + base × HELDOUT_STRIDE + i."""
+    seeds = list(given) if given else [HELDOUT_OFFSET + base_seed * HELDOUT_STRIDE + i for i in range(n)]
     overlap = sorted(set(seeds) & set(search_seeds))
     if overlap:
         raise LLLError(
@@ -96,6 +99,24 @@ def paired_gain(best: dict[int, float], other: dict[int, float]) -> Interval:
     if not shared:
         raise ValueError("no shared seeds")
     return Interval.of([best[s] - other[s] for s in shared])
+
+
+def cross_fitted(
+    candidates: Sequence[dict[int, float]], picked_by: Sequence[dict[int, float]] | None = None
+) -> Interval:
+    """What picking the best of several candidates on held-out seeds is worth on a seed it did not
+    see: for each seed, the candidate best on the *other* seeds (by ``picked_by``, default the
+    values themselves; ties to the earlier candidate), and its value on that seed. The mean of the
+    winner's own held-out values is biased upwards by the pick (the winner's curse again); this
+    leave-one-seed-out estimate is not, and equals the plain mean when there is one candidate."""
+    picked_by = picked_by or candidates
+    seeds = sorted(set.intersection(*(set(c) for c in candidates)))
+    values = []
+    for s in seeds:
+        rest = [t for t in seeds if t != s]
+        best = max(range(len(candidates)), key=lambda i: (sum(picked_by[i][t] for t in rest), -i))
+        values.append(candidates[best][s])
+    return Interval.of(values)
 
 
 def mean_over(orderings: Sequence[dict[int, float]]) -> dict[int, float]:

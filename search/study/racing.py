@@ -30,7 +30,7 @@ from search.study.records import REEVALUATE
 from search.study.settings import StudySettings
 
 Key = tuple[tuple[str, ...], str, float | None]  # (ordering, strategy, λ)
-SHARE = 0.3  # the largest part of the evaluations re-evaluation may take (Racing.share)
+SHARE = 0.2  # the largest part of the evaluations re-evaluation may take (measured: defaults_grid)
 Z = 1.0  # a challenger stays in the race while its paired gap + Z standard errors is above 0
 
 

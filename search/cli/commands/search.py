@@ -55,11 +55,14 @@ TimeBudget = Annotated[
 CpusPerWorker = Annotated[float, typer.Option(help="CPUs per worker actor")]
 GpusPerWorker = Annotated[float, typer.Option(help="GPUs per worker (fractions share a GPU)")]
 SeedsPerCandidate = Annotated[
-    int | None, typer.Option(help="Seeds a new ordering starts with (objective = mean) [default: 2]")
+    int | None, typer.Option(help="Seeds a new ordering starts with (objective = mean) [default: 1]")
 ]
 MaxSeeds = Annotated[
     int | None,
-    typer.Option(help="Re-evaluate promising orderings on more seeds, up to M each [default: --seeds, off]"),
+    typer.Option(
+        help="Re-evaluate promising orderings on more seeds, up to M each [default: 2 for one objective; "
+        "--seeds (off) with --exhaustive or --objective both]"
+    ),
 ]
 BaseSeed = Annotated[int | None, typer.Option(help="Base seed of sampler and training [default: 0]")]
 NewStudy = Annotated[str | None, typer.Option(help="Study name [default: POOL-DATE-TIME]")]
