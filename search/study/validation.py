@@ -239,7 +239,7 @@ def summarise(settings: StudySettings, jobs: list[Job], rs: list[dict[int, RMatr
         "heldout_seeds": seeds,
         "ranked_by": how,
         "metric": key,
-        "estimate": estimate(rows, tops, key),
+        "estimate": estimate(rows, tops, best, key),
         "random_baseline": (
             f"the mean, seed by seed, of {RANDOM_BASELINES} random orderings drawn reproducibly from the study's "
             f"seed {settings.seed}, trained with the recommendation's strategy on the same held-out seeds"
@@ -251,21 +251,28 @@ def summarise(settings: StudySettings, jobs: list[Job], rs: list[dict[int, RMatr
     }
 
 
-def estimate(rows: list[dict[str, Any]], tops: list[int], key: str) -> dict[str, Any]:
-    """The recommendation's ACC and BWT corrected for picking the best of the top K on the same
-    seeds (:func:`search.study.heldout.cross_fitted`): the export's estimate of what the order gives
-    when retrained on new seeds. The winner's plain held-out mean stays in its row beside it."""
+def estimate(rows: list[dict[str, Any]], tops: list[int], best: int, key: str) -> dict[str, Any]:
+    """The export's estimate of what the recommendation gives on new seeds: its own held-out mean
+    and 95% interval. Measured on real 10-task searches (bench/fresh_seed_real.py, 8 repeats) it was
+    off by −0.14 points on average against 5 fresh seeds (mean |error| 1.11, the seed noise of 3
+    held-out seeds): the pick among K on the same seeds inflates it little. ``cross_fitted`` (each
+    held-out seed scored by the top-K pick made on the other seeds) is kept as a pessimistic
+    bound: it was off by −0.94 there, because a pick on one seed fewer is a worse pick."""
 
     def field(i: int, f: str) -> dict[int, float]:
         return {int(s): v[f] for s, v in rows[i]["per_seed"].items()}
 
     picked_by = [field(i, key) for i in tops]
-    out: dict[str, Any] = {f: cross_fitted([field(i, f) for i in tops], picked_by).as_dict() for f in ("acc", "bwt")}
-    out["how"] = (
-        f"leave one held-out seed out: the top candidate with the best {key.upper()} on the other held-out "
-        "seeds, scored on the left-out seed; mean and 95% CI over the seeds (= the plain held-out mean when K = 1)"
-    )
-    return out
+    return {
+        "acc": rows[best]["heldout_acc"],
+        "bwt": rows[best]["heldout_bwt"],
+        "how": "the recommendation's mean over the held-out seeds, with its 95% Student-t interval",
+        "cross_fitted": {f: cross_fitted([field(i, f) for i in tops], picked_by).as_dict() for f in ("acc", "bwt")},
+        "cross_fitted_how": (
+            f"pessimistic: for each held-out seed, the top candidate with the best {key.upper()} on the other "
+            "held-out seeds, scored on that seed; mean and 95% CI over the seeds"
+        ),
+    }
 
 
 def record(study: optuna.Study, settings: StudySettings, uri: str, jobs: list[Job], rs: list[dict[int, RMatrix]]):
@@ -356,12 +363,6 @@ def validation_lines(block: dict[str, Any]) -> list[str]:
         f"  held-out ACC {_pts(best['heldout_acc'])}; the search's own estimate {best['search_acc'] * 100:.2f}",
         f"  held-out BWT {_pts(best['heldout_bwt'])}; the search's own estimate {best['search_bwt'] * 100:+.2f}",
     ]
-    est, k = block.get("estimate"), sum(r["role"] == "top" for r in block["orderings"])
-    if est and k > 1:  # blocks stored before the estimate existed have none
-        lines.append(
-            f"  estimate for new seeds, corrected for picking the best of the top {k}: "
-            f"ACC {_pts(est['acc'])}, BWT {_pts(est['bwt'])}"
-        )
     lines += [f"  {g['verdict']}" for g in block["gain"].values()]
     lines.append(f"  (a random ordering = {block['random_baseline']})")
     run = block.get("run")
