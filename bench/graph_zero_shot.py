@@ -19,11 +19,13 @@ Each graph's orderings are ranked among all 5,040 by the truth (seed-mean ACC ov
 * the published rules (``search/graph/rules.py``).
 
 ``spearman_zero_shot`` is Spearman's ρ between the consensus score and the truth over all
-orderings. ``seeded_vs_model_trials``: a lookup simulation (as bench/search_at_scale.py): the model
-sampler (search/propose/sampler.py) seeded from the graph of fresh seed 100 as `lll search
---seed-from-graph` does (the graph's orderings enqueued first, the graph feature on) against the
-plain model sampler; median trials until an ordering of the truth's top 1 % is proposed, over
---reps sampler seeds. ``--real`` adds searches on permuted-mnist-10 and rotated-mnist-10 (see
+orderings. ``search_cost_to_pick_rank``: the plain model sampler's median trials and task-trainings
+(distinct prefixes) until it proposes an ordering at least as good as the pick, beside the graph's
+49 task-trainings per pair seed. ``seeded_vs_model_trials``: a lookup simulation (as
+bench/search_at_scale.py): the model sampler (search/propose/sampler.py) seeded from the graph of
+fresh seed 100 as `lll search --seed-from-graph` does (the graph's orderings enqueued first, the
+graph feature on) against the plain model sampler; median trials until an ordering of the truth's
+top 1 % is proposed, over --reps sampler seeds. ``--real`` adds searches on permuted-mnist-10 and rotated-mnist-10 (see
 :mod:`graph_zero_shot_real`).
 
     python bench/graph_pairs.py                     # first: the fresh pair trainings (cached)
@@ -175,8 +177,9 @@ def zero_shot_ranks(truth: dict, trees: list[dict], draws: int) -> dict:
 
 
 # ---- seeded vs plain model sampler (lookup) ------------------------------------------------------
-def lookup_trials(truth: dict, seeded: bool, rep: int, cap: int, good: set, graph) -> int:
-    """Trials until the model sampler proposes a ``good`` ordering (censored at ``cap``)."""
+def lookup_trials(truth: dict, seeded: bool, rep: int, cap: int, good: set, graph, units: list | None = None) -> int:
+    """Trials until the model sampler proposes a ``good`` ordering (censored at ``cap``); ``units``,
+    when given, gets the task-trainings those trials cost (distinct prefixes: the prefix cache)."""
     import optuna
 
     from search.orders.space import SearchSpace
@@ -194,13 +197,19 @@ def lookup_trials(truth: dict, seeded: bool, rep: int, cap: int, good: set, grap
         for o, _ in candidate_orderings(graph):
             study.enqueue_trial(space.trial_params(o, "naive", None))
     value = {tuple(tasks[i] for i in p): float(v) for p, v in zip(truth["perms"], truth["acc"], strict=True)}
-    for n in range(1, cap + 1):
+    prefixes: set[tuple[str, ...]] = set()
+    n = 0
+    while n < cap:
+        n += 1
         trial = study.ask()
         order = tuple(space.suggest(trial).order)
         study.tell(trial, value[order])
+        prefixes.update(order[: i + 1] for i in range(len(order)))
         if order in good:
-            return n
-    return cap
+            break
+    if units is not None:
+        units.append(len(prefixes))
+    return n
 
 
 def seeded_vs_model(truth: dict, reps: int, cap: int) -> list[float]:
@@ -214,6 +223,24 @@ def seeded_vs_model(truth: dict, reps: int, cap: int) -> list[float]:
         out.append(float(statistics.median(trials)))
         print(f"  {'seeded' if seeded else 'model '} median {out[-1]:.1f} trials {trials}", flush=True)
     return out
+
+
+def search_cost_to_rank(truth: dict, rank: int, reps: int, cap: int, pair_seeds: int = 1) -> dict:
+    """What the plain model sampler spends to propose an ordering as good as the pick (true rank ≤
+    ``rank``): median trials and task-trainings over ``reps`` sampler seeds, beside the graph's own
+    cost (every task alone and every ordered pair, per pair seed)."""
+    acc, perms, tasks = truth["acc"], truth["perms"], truth["tasks"]
+    good = {tuple(tasks[i] for i in perms[j]) for j in np.argsort(-acc, kind="stable")[:rank]}
+    units: list[int] = []
+    trials = [lookup_trials(truth, False, rep, cap, good, None, units) for rep in range(reps)]
+    t = len(tasks)
+    return {
+        "pick_rank": rank,
+        "graph_task_trainings": pair_seeds * (t + t * (t - 1)),
+        "model_trials_median": float(statistics.median(trials)),
+        "model_task_trainings_median": float(statistics.median(units)),
+        "censored_at": cap,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -230,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.reps, args.cap, args.draws = min(args.reps, 3), min(args.cap, 60), min(args.draws, 8)
     result: dict = {"rank_of_pick": {}, "spearman_zero_shot": {}, "seeded_vs_model_trials": {},
-                    "rank_of_pick_by_pair_seeds": {}, "spearman_by_pair_seeds": {}, "trusted_by_pair_seeds": {},
+                    "search_cost_to_pick_rank": {}, "rank_of_pick_by_pair_seeds": {},
+                    "spearman_by_pair_seeds": {}, "trusted_by_pair_seeds": {},
                     "pairs": f"rank_of_pick / spearman_zero_shot: pairs of one fresh seed ({FRESH[0]})"}  # fmt: skip
     details: dict = {"by_seeds": {}, "reps": args.reps, "cap": args.cap, "quick": args.quick, "draws": args.draws}
     for truth in load_truths(args.parts):
@@ -250,6 +278,12 @@ def main(argv: list[str] | None = None) -> None:
                   + ", ".join(f"{x} {r[x]}" for x in RULES), flush=True)  # fmt: skip
         if not args.no_lookup:
             result["seeded_vs_model_trials"][name] = seeded_vs_model(truth, args.reps, args.cap)
+            cost = search_cost_to_rank(truth, first["pick"], args.reps, args.cap)
+            result["search_cost_to_pick_rank"][name] = cost
+            print(
+                f"  a search reaching the pick's rank {first['pick']}: {cost['model_trials_median']:.0f} trials, "
+                f"{cost['model_task_trainings_median']:.0f} task-trainings (graph: {cost['graph_task_trainings']})"
+            )
         print(f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
     if args.real:
         from graph_zero_shot_real import real_searches
