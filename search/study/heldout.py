@@ -106,9 +106,9 @@ def cross_fitted(
 ) -> Interval:
     """What picking the best of several candidates on held-out seeds is worth on a seed it did not
     see: for each seed, the candidate best on the *other* seeds (by ``picked_by``, default the
-    values themselves; ties to the earlier candidate), and its value on that seed. The mean of the
-    winner's own held-out values is biased upwards by the pick (the winner's curse again); this
-    leave-one-seed-out estimate is not, and equals the plain mean when there is one candidate."""
+    values themselves; ties to the earlier candidate), and its value on that seed. Unlike the
+    winner's own held-out mean it cannot be flattered by the pick; it is pessimistic instead (a pick
+    on one seed fewer is a worse pick), and equals the plain mean when there is one candidate."""
     picked_by = picked_by or candidates
     seeds = sorted(set.intersection(*(set(c) for c in candidates)))
     values = []
