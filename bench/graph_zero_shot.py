@@ -21,7 +21,8 @@ Each graph's orderings are ranked among all 5,040 by the truth (seed-mean ACC ov
 ``spearman_zero_shot`` is Spearman's ρ between the consensus score and the truth over all
 orderings. ``search_cost_to_pick_rank``: the plain model sampler's median trials and task-trainings
 (distinct prefixes) until it proposes an ordering at least as good as the pick, beside the graph's
-49 task-trainings per pair seed. ``seeded_vs_model_trials``: a lookup simulation (as
+49 task-trainings per pair seed. ``one_seed_oracle_rank``: the noise floor — per truth seed, the
+rank on the other seeds' mean of the ordering best on that seed. ``seeded_vs_model_trials``: a lookup simulation (as
 bench/search_at_scale.py): the model sampler (search/propose/sampler.py) seeded from the graph of
 fresh seed 100 as `lll search --seed-from-graph` does (the graph's orderings enqueued first, the
 graph feature on) against the plain model sampler; median trials until an ordering of the truth's
@@ -74,7 +75,21 @@ def truth_from_doc(doc: dict, strategy: str, label: str) -> dict | None:
     acc = common.seed_mean(doc, strategy)
     trees = {s: {k: dict(zip(tasks, v, strict=True)) for k, v in r["rows"].items()} for s, r in runs.items()}
     return {"name": f"mixed-mnist-7/{strategy}/{label}", "strategy": strategy, "tasks": tasks, "perms": perms,
-            "acc": acc, "trees": trees}  # fmt: skip
+            "acc": acc, "trees": trees, "per_seed": common.seed_runs(doc, strategy)}  # fmt: skip
+
+
+def one_seed_oracle(truth: dict) -> list[int] | None:
+    """The noise floor of any pick made from other seeds: for each truth seed, the rank on the mean
+    of the *other* seeds of the ordering that is best on that seed (a perfect predictor of one
+    independent seed's complete enumeration). None with fewer than 2 seeds."""
+    runs = truth.get("per_seed") or {}
+    if len(runs) < 2:
+        return None
+    out = []
+    for s in sorted(runs):
+        judge = np.mean([runs[t] for t in runs if t != s], axis=0)
+        out.append(common.rank_of(judge, int(np.argmax(runs[s]))))
+    return out
 
 
 def truths_from_parts(folder: Path, label: str) -> list[dict]:
@@ -258,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         args.reps, args.cap, args.draws = min(args.reps, 3), min(args.cap, 60), min(args.draws, 8)
     result: dict = {"rank_of_pick": {}, "spearman_zero_shot": {}, "seeded_vs_model_trials": {},
                     "search_cost_to_pick_rank": {}, "rank_of_pick_by_pair_seeds": {},
-                    "spearman_by_pair_seeds": {}, "trusted_by_pair_seeds": {},
+                    "spearman_by_pair_seeds": {}, "trusted_by_pair_seeds": {}, "one_seed_oracle_rank": {},
                     "pairs": f"rank_of_pick / spearman_zero_shot: pairs of one fresh seed ({FRESH[0]})"}  # fmt: skip
     details: dict = {"by_seeds": {}, "reps": args.reps, "cap": args.cap, "quick": args.quick, "draws": args.draws}
     for truth in load_truths(args.parts):
@@ -271,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         result["rank_of_pick_by_pair_seeds"][name] = {k: r["pick"] for k, r in rows.items()}
         result["spearman_by_pair_seeds"][name] = {k: round(r["spearman"], 3) for k, r in rows.items()}
         result["trusted_by_pair_seeds"][name] = {k: r["trusted"] for k, r in rows.items()}
+        result["one_seed_oracle_rank"][name] = one_seed_oracle(truth)
         for key, r in rows.items():
             print(f"{name} pairs {key}: pick {r['pick']} (noise ratio {r['noise_ratio']:.2f}, "
                   f"{'trusted' if r['trusted'] else 'too noisy'}), ρ {r['spearman']:+.3f}; argmax {r['argmax']}; "
