@@ -107,6 +107,9 @@ def test_export_fields_agree_with_an_independent_recomputation(searched):
     assert v["recommended"] == best
     assert rec["order"] == v["orderings"][best]["order"]  # the recommendation is the best held-out mean
     assert rec["acc"] == pytest.approx(v["orderings"][best]["search_acc"])  # the search's estimate beside it
+    # The note speaks of the validated ordering, not of the search's own best.
+    assert "chosen among the top 2 by its mean on 3 held-out seeds" in rec["confidence"]["note"]
+    assert rec["confidence"]["seeds"] == len(rec["params"]["seeds"])
     # The estimate: the recommendation's held-out mean; the pessimistic bound scores each held-out
     # seed by the top pick made on the other two.
     assert v["estimate"]["acc"] == v["orderings"][best]["heldout_acc"]

@@ -163,10 +163,23 @@ def with_validation(study: optuna.Study, rec: dict[str, Any], trials: list[Froze
     key = (tuple(best["order"]), best["strategy"], best["lambda"])
     same = [t for t in trials if record_key(t) == key]
     if same:
-        row = _row(max(same, key=lambda t: t.user_attrs["acc"]))
+        chosen = max(same, key=lambda t: t.user_attrs["acc"])
+        row = _row(chosen)
         rec.update({k: row[k] for k in ("order", "strategy", "acc", "bwt", "fwt", "acc_std", "bwt_std")})
         rec["mlflow_run_id"] = row["mlflow_run_id"]
-        rec["params"] = {**rec["params"], "lambda": row["lambda"]}
+        seeds = chosen.user_attrs.get("seeds") or rec["params"]["seeds"]
+        rec["params"] = {**rec["params"], "lambda": row["lambda"], "seeds": seeds}
+        k = sum(o["role"] == "top" for o in block["orderings"])
+        # The search's margin note was about its own best; this ordering was chosen by validation.
+        rec["confidence"] = {
+            "seeds": len(seeds),
+            "runner_up": None,
+            "margin": None,
+            "note": (
+                f"the search measured it on {len(seeds)} seed{'s' if len(seeds) != 1 else ''}; chosen among the "
+                f"top {k} by its mean on {len(block['heldout_seeds'])} held-out seeds (below)"
+            ),
+        }
     rec["validation"] = block
     rec["rerun"] = block["rerun"]
     return rec
