@@ -21,11 +21,12 @@ Per repeat r (the sampler and training base seed, so both searches train on the 
 
 The 95% CI of the gain is a t-interval over the per-repeat mean differences (repeats are the
 independent unit); the pooled one (all repeat × seed differences) is given beside it. Bias = the
-export's estimate − the fresh-seed mean of the same ordering. Writes the ``real10`` key of
-bench/out/fresh_seed.json (other keys kept) and bench/out/fresh_seed_real10_details.json after
+export's estimate − the fresh-seed mean of the same ordering. Writes the ``--key`` key of
+bench/out/fresh_seed.json (other keys kept) and bench/out/fresh_seed_<key>_details.json after
 every step; a rerun with the same arguments skips finished steps.
 
-    python bench/fresh_seed_real.py --trials 150
+    python bench/fresh_seed_real.py                      # the pool's training defaults, 150 trials, 4 repeats
+    python bench/fresh_seed_real.py --repeats 8 --epochs 3 --train-per-task 400 --test-per-task 200 --key real10_cheap
 """
 
 from __future__ import annotations
@@ -241,35 +242,35 @@ def summarise(reps: list[dict], args, started: float) -> dict:
             "pool": POOL,
             "strategy": "naive",
             "trials_default": args.trials,
-            "train_per_task": args.train_per_task,
-            "test_per_task": args.test_per_task,
+            "train_per_task": args.train_per_task or "the pool's default",
+            "test_per_task": args.test_per_task if args.train_per_task else "the pool's default",
             "epochs": args.epochs,
             "workers": 2,
         },
         "wall_s_total": sum(r.get("wall_s", 0.0) for r in done),
-        "details": "fresh_seed_real10_details.json",
+        "details": f"fresh_seed_{args.key}_details.json",
     }
 
 
 def write(reps: list[dict], args, started: float) -> None:
     block = summarise(reps, args, started)
-    (args.out_dir / "fresh_seed_real10_details.json").write_text(
+    (args.out_dir / f"fresh_seed_{args.key}_details.json").write_text(
         json.dumps({"config": vars(args) | {"work": str(args.work)}, "repeats": reps}, indent=2, default=str) + "\n"
     )
     if block:
         path = args.out_dir / "fresh_seed.json"
         doc = json.loads(path.read_text()) if path.exists() else {}
-        doc["real10"] = block
+        doc[args.key] = block
         path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def main() -> None:
     ap = common.parser(__doc__)
     ap.add_argument("--trials", type=int, default=150, help="the default search's trials")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--train-per-task", type=int, default=400)
-    ap.add_argument("--test-per-task", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=10, help="10: the pool's default")
+    ap.add_argument("--train-per-task", type=int, default=0, help="0: the pool's own sizes")
+    ap.add_argument("--test-per-task", type=int, default=200, help="with --train-per-task")
     ap.add_argument("--fresh-seeds", default="100,101,102,103,104", help="repeat r adds 10 r to each")
     ap.add_argument(
         "--random-per-trial",
@@ -279,10 +280,11 @@ def main() -> None:
     )
     ap.add_argument("--work", type=Path, default=Path("/tmp/fresh_seed_real10"), help="studies and MLflow store")
     ap.add_argument("--out-dir", type=Path, default=OUT, help="where the two JSON files go")
+    ap.add_argument("--key", default="real10", help="the key in fresh_seed.json (and the details file's name)")
     args = ap.parse_args()
     args.recheck_seeds = args.fresh_seeds  # search_real_10.recheck's name for them
     args.work.mkdir(parents=True, exist_ok=True)
-    details = args.out_dir / "fresh_seed_real10_details.json"
+    details = args.out_dir / f"fresh_seed_{args.key}_details.json"
     reps = json.loads(details.read_text())["repeats"] if details.exists() else []
     args.out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

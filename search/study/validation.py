@@ -253,11 +253,12 @@ def summarise(settings: StudySettings, jobs: list[Job], rs: list[dict[int, RMatr
 
 def estimate(rows: list[dict[str, Any]], tops: list[int], best: int, key: str) -> dict[str, Any]:
     """The export's estimate of what the recommendation gives on new seeds: its own held-out mean
-    and 95% interval. Measured on real 10-task searches (bench/fresh_seed_real.py, 8 repeats) it was
-    off by −0.14 points on average against 5 fresh seeds (mean |error| 1.11, the seed noise of 3
-    held-out seeds): the pick among K on the same seeds inflates it little. ``cross_fitted`` (each
-    held-out seed scored by the top-K pick made on the other seeds) is kept as a pessimistic
-    bound: it was off by −0.94 there, because a pick on one seed fewer is a worse pick."""
+    and 95% interval. Measured on real 10-task searches (bench/fresh_seed_real.py) it was off by
+    +0.41 / −0.14 points on average against 5 fresh seeds (pool defaults, 4 repeats / a cheap config,
+    8; mean |error| 1.46 / 1.11, the seed noise of 3 held-out seeds): the pick among K on the same
+    seeds inflates it little. ``cross_fitted`` (each held-out seed scored by the top-K pick made on
+    the other seeds) is kept as a pessimistic bound: −0.39 / −0.94 there, a pick on one seed fewer
+    being a worse pick."""
 
     def field(i: int, f: str) -> dict[int, float]:
         return {int(s): v[f] for s, v in rows[i]["per_seed"].items()}
