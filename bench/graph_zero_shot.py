@@ -181,6 +181,7 @@ def zero_shot_ranks(truth: dict, trees: list[dict], draws: int) -> dict:
         "pick": rank(pick.order),
         "order": pick.order,
         "noise_ratio": round(pick.noise_ratio, 3),
+        "agreement": round(pick.agreement, 3),
         "trusted": pick.trusted,
         "stability": pick.stability,
         "spearman": common.spearman(score, acc),
@@ -289,6 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         result["one_seed_oracle_rank"][name] = one_seed_oracle(truth)
         for key, r in rows.items():
             print(f"{name} pairs {key}: pick {r['pick']} (noise ratio {r['noise_ratio']:.2f}, "
+                  f"agreement {r['agreement']:.2f}, "
                   f"{'trusted' if r['trusted'] else 'too noisy'}), ρ {r['spearman']:+.3f}; argmax {r['argmax']}; "
                   f"graph model top {r['graph_model_top']} (ρ {r['graph_model_spearman']:+.3f}); "
                   + ", ".join(f"{x} {r[x]}" for x in RULES), flush=True)  # fmt: skip

@@ -35,7 +35,7 @@ from search.graph.paths import (
     path_features,
     path_score,
 )
-from search.graph.zero_shot import zero_shot_pick
+from search.graph.zero_shot import TRUST_RATIO, zero_shot_pick
 from search.orders.space import SearchSpace
 from search.study.affinity_lines import recommend_lines, summary_lines
 from search.study.affinity_runs import run_affinity
@@ -298,6 +298,11 @@ def test_lll_affinity_measures_writes_and_recommends(workdir: Path) -> None:
     assert f"recommended order: {' → '.join(pick.order)}  (predicted ACC {pick.predicted * 100:.1f}%" in res.stdout
     assert "the published rules' picks: periphery-to-core:" in res.stdout and "unfitted" in res.stdout
     assert "assumed (one seed" in res.stdout  # one seed: the pair noise is not measured
+    # The verdict line names its reason: the pair noise, or the graph models' disagreement.
+    flat = " ".join(res.stdout.split())
+    assert f"agree at Spearman ρ ≥ {pick.agreement:.2f}" in flat
+    assert ("too noisy to trust" in flat) == (pick.noise_ratio > TRUST_RATIO)
+    assert ("readings of the evidence disagree" in flat) == (pick.noise_ratio <= TRUST_RATIO and not pick.trusted)
     # Ray workers measured exactly what a direct run of [upright] and [upright, rot90] gives.
     pool = load_pool(str(workdir / "pool.yaml"))
     direct = run_ordering(

@@ -14,7 +14,14 @@ from helpers import lll, pool_workdir, tiny_pool_yaml
 from search.graph.affinity import build_graph, pair_noise
 from search.graph.evidence import Evidence, Tally, evidence_from_rows
 from search.graph.model import GraphModel, ModelParams
-from search.graph.zero_shot import TRUST_RATIO, PairArrays, precedence_scores, prefix_greedy, zero_shot_pick
+from search.graph.zero_shot import (
+    AGREEMENT_MIN,
+    TRUST_RATIO,
+    PairArrays,
+    precedence_scores,
+    prefix_greedy,
+    zero_shot_pick,
+)
 
 
 def world(n: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -147,7 +154,26 @@ def test_the_pick_is_built_from_the_pairs_and_its_runners_up_differ() -> None:
     pick = zero_shot_pick(g, "naive", k=3, draws=0)
     assert pick.order == [tasks[i] for i in want] and "position by position" in pick.how
     assert len(pick.runners_up) == 2 and all(o != pick.order for o, _ in pick.runners_up)
-    assert pick.noise_ratio == 0 and pick.trusted  # no noisy copies drawn: nothing measured
+    assert pick.noise_ratio == 0  # no noisy copies drawn: nothing measured
+    assert pick.trusted == (pick.agreement >= AGREEMENT_MIN)
+
+
+@pytest.mark.parametrize("seed, trusted", [(4, True), (5, False)])
+def test_disagreeing_readings_of_the_evidence_are_not_trusted(seed: int, trusted: bool) -> None:
+    """The agreement is the least Spearman ρ between two scorers' rankings of every ordering,
+    recomputed here with numpy; below AGREEMENT_MIN the pick is not trusted, whatever the noise."""
+    from search.graph.zero_shot import Ensemble
+
+    tasks, init, base, pair, _ = world(6 if seed == 4 else 5, seed)
+    g = build_graph(tasks, seed_evidence(tasks, init, base, pair), meta={"strategy": "naive"})
+    ens = Ensemble.build(PairArrays.from_graph(g), "naive")
+    from scipy.stats import rankdata
+
+    ranks = [rankdata(r) for r in ens.raw(ens.ref_perms)]  # average ranks for ties
+    least = min(np.corrcoef(a, b)[0, 1] for a, b in itertools.combinations(ranks, 2))
+    pick = zero_shot_pick(g, "naive", draws=0)
+    assert pick.agreement == pytest.approx(least, abs=1e-9)
+    assert pick.noise_ratio == 0 and pick.trusted == trusted and bool(least >= AGREEMENT_MIN) == trusted
 
 
 def test_penalty_strategies_add_the_precedence_and_their_models_stiffen() -> None:

@@ -29,6 +29,14 @@ ranking at the top is a lottery and a short search is the better use of the budg
 0.13–0.33 at mixed-mnist-7's defaults (picks ranked 402–911, 5 of 6 in the top 10 %), 0.40–1.30 on
 the cheap truths (picks 195–2,737, 5 of 16). The share of copies whose top 10 % still holds the
 pick (*stability*) is reported too, but it was 0.75–1.0 for good and bad picks alike.
+
+Model error: the noise ratio sees only the evidence's noise. On the EWC defaults truth the pairs
+agreed across seeds (ratio 0.15–0.18) and the pick still ranked 1,085: the readings disagreed — two
+of the ensemble's scorers ranked the 5,040 orderings at Spearman ρ −0.09 to 0.08. The **agreement**
+(the least ρ between two scorers) is the second condition: below :data:`AGREEMENT_MIN` the answer
+depends on a modelling choice the evidence cannot settle, and the pick is not trusted. Measured
+(fresh pair seeds): 0.82–0.86 where the pick was in the top 10 % (naive defaults), −0.09–0.08 on EWC
+defaults, 0.21–0.63 on EWC cheap, 0.66–0.79 on naive cheap (both already "too noisy").
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ PENALTY_KAPPAS = (0.5, 1.0)
 DEFAULT_PAIR_NOISE = 0.05  # per-seed SD of one pair value; cheap ground truth, seeds 0 vs 1: 0.048
 DRAWS = 20
 TRUST_RATIO = 1 / 3  # pick's prediction SD over noisy copies / prediction SD across orderings
+AGREEMENT_MIN = 0.5  # the least Spearman ρ between two scorers' rankings that still trusts the pick
 TOP_SHARE = 0.10
 ENUMERATE_MAX = 8  # up to this many tasks every ordering is scored; beyond, sampled (runners-up: local search)
 REFERENCE_SAMPLE = 4096  # orderings that set each scorer's mean and spread beyond ENUMERATE_MAX
@@ -156,6 +165,16 @@ class Ensemble:
             out.append(precedence_scores(self.precedence, perms))
         return out
 
+    def agreement(self) -> float:
+        """The least Spearman ρ between two scorers' rankings of the reference orderings (1.0 with
+        one scorer): how far equally plausible readings of the same evidence disagree."""
+        from scipy.stats import spearmanr
+
+        raw = self.raw(self.ref_perms)
+        if len(raw) < 2:
+            return 1.0
+        return float(min(spearmanr(a, b)[0] for a, b in itertools.combinations(raw, 2)))
+
     def score(self, perms: np.ndarray) -> np.ndarray:
         ref = self.raw(self.ref_perms)
         total = np.zeros(len(np.atleast_2d(perms)))
@@ -181,6 +200,7 @@ class ZeroShot:
     interval: tuple[float, float]  # 5th–95th percentile of that prediction over the perturbed copies
     stability: float  # share of perturbed copies whose top 10 % holds the pick
     noise_ratio: float  # SD of the pick's prediction over the copies / SD of predictions across orderings
+    agreement: float  # least Spearman ρ between two scorers of the ensemble (Ensemble.agreement)
     noise: float  # per-seed SD of one pair value used (measured, or the default with one seed)
     noise_measured: bool
     seeds: int
@@ -190,7 +210,8 @@ class ZeroShot:
 
     @property
     def trusted(self) -> bool:
-        return self.noise_ratio <= TRUST_RATIO
+        """Neither the pair noise (noise ratio) nor the model (its readings' agreement) unsettles it."""
+        return self.noise_ratio <= TRUST_RATIO and self.agreement >= AGREEMENT_MIN
 
 
 def prefix_greedy(
@@ -292,6 +313,7 @@ def zero_shot_pick(
         interval=(float(lo), float(hi)),
         stability=held / draws if draws else 1.0,
         noise_ratio=ratio,
+        agreement=ens.agreement(),
         noise=arrays.noise_level(),
         noise_measured=arrays.seeds >= 2 and math.isfinite(arrays.noise),
         seeds=arrays.seeds,

@@ -5,7 +5,7 @@ it, and a plain line when the pair evidence is too noisy to trust."""
 from __future__ import annotations
 
 from search.graph.affinity import clusters, graph_tasks, transfer_matrix
-from search.graph.zero_shot import TOP_SHARE, TRUST_RATIO
+from search.graph.zero_shot import AGREEMENT_MIN, TOP_SHARE, TRUST_RATIO
 from search.study.affinity_runs import AffinityResult
 
 
@@ -67,7 +67,7 @@ def recommend_lines(res: AffinityResult, rule: str | None = None) -> list[str]:
     lines = [
         f"recommended order: {' → '.join(p.order)}  (predicted ACC {_pct(p.predicted)}, "
         f"interval {_pct(p.interval[0])}–{_pct(p.interval[1])} from the pair noise alone)",
-        f"  ranking: {p.how}",
+        f"  ranking: {p.how}; its scorers' rankings agree at Spearman ρ ≥ {p.agreement:.2f}",
         f"  noise: over noisy copies of the pair evidence ({noise}) the pick's predicted ACC moves by "
         f"{p.noise_ratio:.2f} of the spread across orderings; it stays in their top {TOP_SHARE:.0%} in "
         f"{p.stability:.0%} of them",
@@ -78,11 +78,17 @@ def recommend_lines(res: AffinityResult, rule: str | None = None) -> list[str]:
                                                            for r, o in res.rules.items()))  # fmt: skip
     if not p.params.fitted_on:
         lines.append("  (unfitted: with ≥ 6 complete trials of this strategy in --study the graph model is fitted)")
+    search = "a short search (`lll search --sampler model`) is the better use of the budget"
     if p.trusted:
         lines.append("  the pair evidence supports this pick; a search can still improve on it")
-    else:
+    elif p.noise_ratio > TRUST_RATIO:
         lines.append(
             f"  the pair evidence is too noisy to trust this pick (noise ratio {p.noise_ratio:.2f} > "
-            f"{TRUST_RATIO:.2f}): a short search (`lll search --sampler model`) is the better use of the budget"
+            f"{TRUST_RATIO:.2f}): {search}"
+        )
+    else:
+        lines.append(
+            f"  the graph model's readings of the evidence disagree (least rank agreement ρ {p.agreement:.2f} < "
+            f"{AGREEMENT_MIN:.2f}), so the pick rests on a modelling choice: {search}"
         )
     return lines

@@ -276,6 +276,7 @@ def record_affinity(res: AffinityResult) -> str:
         "pick": {"order": pick.order, "predicted_acc": pick.predicted, "interval": list(pick.interval)},
         "stability": pick.stability,
         "noise_ratio": pick.noise_ratio,
+        "agreement": pick.agreement,
         "trusted": pick.trusted,
         "noise": {"pair_sd": pick.noise, "measured": pick.noise_measured, "seeds": pick.seeds},
         "runners_up": [{"order": o, "predicted_acc": s} for o, s in pick.runners_up],
