@@ -44,7 +44,9 @@ tasks:
 """
 T = 4
 TRIALS = 20  # the killed run's budget (its first re-evaluation is killed)
-TOTAL = TRIALS + 8  # the resumed run's: room for re-evaluations after the resume
+# The resumed run's budget: room for re-evaluations after the resume, yet fewer trials than the 24
+# orderings, so the sampler never runs out of new ones (it would then repeat one on its first seed).
+TOTAL = TRIALS + 3
 ARGS = ["--pool", "pool.yaml", "--strategies", "naive", "--seeds", "1", "--max-seeds", "3", "--no-prune"]
 ARGS += ["--epochs", "1", "--hidden", "16", "--lr", "0.05", "--checkpoints", "none", "--workers", "2"]
 ARGS += ["--validate", "0", "--study", "r"]

@@ -42,7 +42,7 @@ def _open(url: str, start, stamping, results) -> None:
 
 def race(url: str) -> list[str]:
     """What each of the processes opening ``url`` at once got: "ok" or its error."""
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # not fork: a fork of the test process's threads can hang a child
     start, stamping, results = ctx.Barrier(PROCESSES), ctx.Barrier(PROCESSES), ctx.Queue()
     procs = [ctx.Process(target=_open, args=(url, start, stamping, results)) for _ in range(PROCESSES)]
     for p in procs:
