@@ -119,6 +119,7 @@ def one_run(
         try:
             req = SearchRequest(
                 strategies=["naive"], trials=trials, workers=actors, cpus_per_worker=2 / actors, seeds=1,
+                max_seeds=1,  # no re-evaluation: the configuration the recorded runs measured
                 study=f"ceiling-{actors}-{os.path.basename(tmp)}", storage=STORAGES[storage],
                 tracking_uri=tracking or "sqlite:///mlflow.db",
                 prune=False, cache_mb=0, checkpoints="none", sampler="random", validate=0,

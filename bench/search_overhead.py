@@ -70,7 +70,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.epochs, args.trials, args.plain = 3, 8, 4
-    base = ["--pool", args.pool, "--strategies", "naive", "--seeds", "1", "--no-prune", "--workers", "2"]
+    # --max-seeds 1: no re-evaluation, the configuration every recorded run of this benchmark measured.
+    base = ["--pool", args.pool, "--strategies", "naive", "--seeds", "1", "--max-seeds", "1", "--no-prune"]
+    base += ["--workers", "2"]
     if args.epochs:
         base += ["--epochs", str(args.epochs)]
 
