@@ -1,6 +1,7 @@
 """What `lll affinity` prints: the measurement's cost, the transfer matrix, clusters, files, and
 with ``--recommend`` the pick it recorded — its predicted ACC and interval, the rules' picks beside
-it, and a plain line when the pair evidence is too noisy to trust."""
+it, and a plain line when the pair evidence is too noisy, or the graph models disagree too much, to
+trust it."""
 
 from __future__ import annotations
 
