@@ -6,6 +6,9 @@ verdict `lll affinity --recommend` prints), and train on fresh seeds (never used
 pick, the pool's own order and ``--randoms`` random orderings (numpy seed 0); report the pick's
 fresh-seed ACC against the pool's order and the random ones (median, quartiles, the pick's rank),
 and the cost in task-trainings of the graph against that of the fresh-seed evaluation.
+The published rules' orderings (search/graph/rules.py) are judged beside them; the JSON keeps the
+graph's pair arrays, Spearman's ρ of the zero-shot scores against the fresh-seed ACC over every
+judged ordering, and what random search would spend to reach the pick's fresh ACC.
 The fresh-seed trainings run in this process through ``pipeline.runner.run_seeds`` with one
 intra-op thread — the path of `lll run --seeds 100,101` — sharing prefixes in a memory cache.
 
@@ -94,18 +97,61 @@ def measure_and_pick(name: str, quick: bool) -> tuple:
     meas = measure_affinity(spec.model_dump_json(), names, strategy, train, [GRAPH_SEED], workers=WORKERS)
     print(f"{name}: graph measured, {meas.trained} task-trainings in {meas.seconds:.0f} s", flush=True)
     graph = build_graph(names, meas.evidence(), meta={"strategy": "naive"})
-    return spec, names, train, strategy, meas, zero_shot_pick(graph, "naive")
+    return spec, names, train, strategy, meas, graph, zero_shot_pick(graph, "naive")
+
+
+def graph_arrays(graph) -> dict:
+    """The pair evidence the pick came from (search/graph/zero_shot.py PairArrays), kept so the
+    zero-shot scores of any ordering can be recomputed from the JSON alone."""
+    from search.graph.zero_shot import PairArrays
+
+    a = PairArrays.from_graph(graph)
+    arr = {k: np.round(getattr(a, k), 6).tolist() for k in ("init", "base", "pair", "learned")}
+    return {"tasks": list(a.tasks), **arr, "seeds": a.seeds}
+
+
+def zero_shot_fit(graph, orders: dict[str, list[str]], fresh: dict[str, float]) -> dict:
+    """How the zero-shot scores rank the orderings that were trained on fresh seeds: Spearman's ρ
+    of the consensus score (what the pick maximises) and of the reference graph model's predicted
+    ACC against the fresh-seed mean ACC, over every ordering judged (pick, pool order, rules,
+    randoms)."""
+    import common
+
+    from search.graph.model import GraphModel
+    from search.graph.zero_shot import Ensemble, PairArrays
+
+    arrays = PairArrays.from_graph(graph)
+    keys = list(orders)
+    perms = GraphModel.from_graph(graph).index(orders[k] for k in keys)
+    score = Ensemble.build(arrays, "naive").score(perms)
+    predicted = GraphModel.from_graph(graph, strategy="naive").predict_perms(perms)
+    y = [fresh[k] for k in keys]
+    return {"orderings": len(keys), "spearman_consensus": common.spearman(score, y),
+            "spearman_graph_model": common.spearman(predicted, y)}  # fmt: skip
+
+
+def random_search_cost(pick: float, randoms: list[float], per_ordering: int) -> dict:
+    """What random search spends to train an ordering at least as good as the pick on the same
+    fresh seeds, read off the judged random orderings: drawing them without replacement, the
+    expected draws until the first of the k at least as good is (N + 1) / (k + 1) (with k = 0: more
+    than N, reported as N + 1) — a lower bound for a real search, which sees its own seeds' noisy
+    values, not the fresh ones."""
+    k, n = sum(v >= pick for v in randoms), len(randoms)
+    draws = (n + 1) / (k + 1)
+    return {"at_least_as_good": k, "of": n, "expected_draws": draws,
+            "expected_task_trainings": draws * per_ordering}  # fmt: skip
 
 
 def real_search(name: str, quick: bool = False, randoms: int = RANDOMS, seeds: tuple[int, ...] = FRESH_SEEDS) -> dict:
     """One pool: the graph, the pick and its verdict, fresh-seed ACC of the pick, the pool's order
     and ``randoms`` random orderings, and the cost of each part in task-trainings."""
     from pipeline.runner import MemoryPrefixCache
-    from search.graph.zero_shot import TRUST_RATIO
+    from search.graph.rules import dissimilarity_from_graph, rule_orderings
+    from search.graph.zero_shot import AGREEMENT_MIN, TRUST_RATIO
     from tasks.pool import build_pool
 
     t0 = time.perf_counter()
-    spec, names, train, strategy, meas, pick = measure_and_pick(name, quick)
+    spec, names, train, strategy, meas, graph, pick = measure_and_pick(name, quick)
     t_pick = time.perf_counter()
     rng = np.random.default_rng(0)
     randoms = min(randoms, 3) if quick else randoms
@@ -116,13 +162,26 @@ def real_search(name: str, quick: bool = False, randoms: int = RANDOMS, seeds: t
     pick_acc, n_pick = fresh_acc(pool, pick.order, strategy, train, seeds, cache)
     pool_acc, n_pool = fresh_acc(pool, names, strategy, train, seeds, cache)
     print(f"{name}: pick {pick_acc}, pool order {pool_acc} [{time.perf_counter() - t0:.0f} s]", flush=True)
+    rules = {r: o for r, (o, _) in rule_orderings(names, dissimilarity_from_graph(graph)).items()}
+    rule_runs = {r: fresh_acc(pool, o, strategy, train, seeds, cache) for r, o in rules.items()}
+    print(f"{name}: rules { ({r: a['mean'] for r, (a, _) in rule_runs.items()}) }", flush=True)
     runs = []
     for i, o in enumerate(others):
         runs.append(fresh_acc(pool, o, strategy, train, seeds, cache))
         print(f"{name}: random {i + 1}/{len(others)} {runs[-1][0]} [{time.perf_counter() - t0:.0f} s]", flush=True)
     random_acc = [a["mean"] for a, _ in runs]
     q25, q50, q75 = (float(v) for v in np.percentile(random_acc, [25, 50, 75]))
-    verdict = "trusted" if pick.trusted else f"too noisy (ratio {pick.noise_ratio:.2f} > {TRUST_RATIO:.2f})"
+    if pick.trusted:
+        verdict = "trusted"
+    elif pick.noise_ratio > TRUST_RATIO:
+        verdict = f"too noisy (ratio {pick.noise_ratio:.2f} > {TRUST_RATIO:.2f})"
+    else:
+        verdict = f"readings disagree (agreement {pick.agreement:.2f} < {AGREEMENT_MIN:.2f})"
+    judged = {"pick": pick.order, "pool order": names, **{f"rule {r}": o for r, o in rules.items()},
+              **{f"random {i}": o for i, o in enumerate(others)}}  # fmt: skip
+    fresh_means = {"pick": pick_acc["mean"], "pool order": pool_acc["mean"],
+                   **{f"rule {r}": a["mean"] for r, (a, _) in rule_runs.items()},
+                   **{f"random {i}": a["mean"] for i, (a, _) in enumerate(runs)}}  # fmt: skip
     return {
         "tasks": names,
         "pick": pick.order,
@@ -132,6 +191,8 @@ def real_search(name: str, quick: bool = False, randoms: int = RANDOMS, seeds: t
                        "n": len(random_acc), "each_mean": random_acc},
         "random_orders": others,
         "random_acc_by_seed": [{s: v for s, v in a.items() if s != "mean"} for a, _ in runs],
+        "rules": {r: {"order": rules[r], "acc": a, "rank_among_randoms": rank_among(a["mean"], random_acc)}
+                  for r, (a, _) in rule_runs.items()},
         "pick_rank_among_randoms": rank_among(pick_acc["mean"], random_acc),
         "pool_order_rank_among_randoms": rank_among(pool_acc["mean"], random_acc),
         "rank_of": len(random_acc) + 1,
@@ -140,12 +201,16 @@ def real_search(name: str, quick: bool = False, randoms: int = RANDOMS, seeds: t
         "predicted_acc": pick.predicted,
         "predicted_interval": list(pick.interval),
         "noise_ratio": pick.noise_ratio,
+        "agreement": pick.agreement,
         "trusted": pick.trusted,
+        "zero_shot_fit": zero_shot_fit(graph, judged, fresh_means),
+        "random_search_cost_to_pick": random_search_cost(pick_acc["mean"], random_acc, len(names) * len(seeds)),
+        "graph": graph_arrays(graph),
         "recommend_says": verdict,
         "stability": pick.stability,
         "how": pick.how,
         "cost_task_trainings": {"graph": meas.trained, "graph_rebuilt": meas.rebuilt,
-                                "fresh_evaluation": n_pick + n_pool + sum(n for _, n in runs),
+                                "fresh_evaluation": n_pick + n_pool + sum(n for _, n in [*runs, *rule_runs.values()]),
                                 "fresh_per_ordering": len(names) * len(seeds)},
         "seconds": {"graph": meas.seconds, "ray_start_and_pick": t_pick - t0 - meas.seconds,
                     "fresh": time.perf_counter() - t_pick},
@@ -162,7 +227,10 @@ def line(name: str, r: dict) -> str:
         f"{name}: pick {','.join(r['pick'])} ACC {r['pick_acc']['mean']:.4f} ({r['recommend_says']}); "
         f"pool order {r['pool_order_acc']['mean']:.4f}; randoms median {r['random_acc']['median']:.4f} "
         f"[{r['random_acc']['q25']:.4f}, {r['random_acc']['q75']:.4f}]; pick rank "
-        f"{r['pick_rank_among_randoms']} of {r['rank_of']}; cost {r['cost_task_trainings']}; "
+        f"{r['pick_rank_among_randoms']} of {r['rank_of']}; "
+        f"zero-shot ρ {r['zero_shot_fit']['spearman_consensus']:+.2f} "
+        f"over {r['zero_shot_fit']['orderings']} orderings; random search to the pick's ACC "
+        f"{r['random_search_cost_to_pick']['expected_draws']:.1f} orderings; cost {r['cost_task_trainings']}; "
         f"{sum(r['seconds'].values()):.0f} s"
     )
 

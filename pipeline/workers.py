@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from pipeline.cpu_kernels import capability
 from pipeline.lockstep import choose_population
 from pipeline.prefix import MemoryPrefixCache
 from pipeline.train import pick_device
@@ -82,6 +83,7 @@ class TrialWorker:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "device": self.device.type,
+            "cpu_kernels": capability(),  # pipeline/cpu_kernels.py: AVX2 on every x86 node unless chosen
             "gpus": gpus,  # --gpus-per-worker as Ray assigned it to this actor
             "pool_fingerprint": self.pool.fingerprint(),
             "pool_from_cache": self.pool_from_cache,

@@ -23,6 +23,8 @@ from helpers import default_storage, tiny_pool_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from pipeline.cpu_kernels import has_avx2
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 POOL_YAML = tiny_pool_yaml("tiny-cluster", 150, 100)
@@ -190,6 +192,8 @@ def test_search_runs_trials_on_both_hosts(cluster):
     assert len(runs) == 6 and all(r.data.tags["lll.state"] == "complete" for r in runs)
     assert {r.data.tags["ray_node_ip"] for r in runs} == {HEAD_IP, WORKER_IP}
     assert len({r.data.tags["ray_node_id"] for r in runs}) == 2
+    assert len({r.data.tags["cpu_kernels"] for r in runs}) == 1  # the same kernels on both nodes
+    assert not has_avx2() or runs[0].data.tags["cpu_kernels"] == "AVX2"
 
 
 @pytest.mark.extended

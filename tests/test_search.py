@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from pipeline.config import StrategyConfig, TrainConfig
+from pipeline.cpu_kernels import has_avx2
 from pipeline.rmatrix import RMatrix
 from pipeline.runner import run_ordering
 from search.study.launch import SearchRequest, run_search
@@ -79,6 +80,7 @@ def test_every_trial_is_in_optuna_and_mlflow(searched, workdir):
         assert {"order", "strategy", "lambda", "seeds", "pool_fingerprint"} <= set(p)
         assert {"acc", "bwt", "fwt", "acc_std", "bwt_std"} <= set(m)
         assert r.data.tags["ray_node_id"] and r.data.tags["ray_node_ip"] == "127.0.0.1"
+        assert r.data.tags["cpu_kernels"] == ("AVX2" if has_avx2() else torch.backends.cpu.get_cpu_capability())
         history = client.get_metric_history(r.info.run_id, "running_acc")
         assert [h.step for h in history] == [1, 2, 3]
         names = {a.path for a in client.list_artifacts(r.info.run_id)}

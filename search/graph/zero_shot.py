@@ -170,9 +170,9 @@ class Ensemble:
         one scorer): how far equally plausible readings of the same evidence disagree."""
         from scipy.stats import spearmanr
 
-        raw = self.raw(self.ref_perms)
+        raw = [r for r in self.raw(self.ref_perms) if np.ptp(r) > 0]  # a constant scorer ranks nothing
         if len(raw) < 2:
-            return 1.0
+            return 1.0 if raw else math.nan
         return float(min(spearmanr(a, b)[0] for a, b in itertools.combinations(raw, 2)))
 
     def score(self, perms: np.ndarray) -> np.ndarray:

@@ -132,6 +132,7 @@ def node_tags(node: dict[str, Any]) -> dict[str, str]:
         "ray_node_ip": str(node.get("node_ip", "")),
         "host": str(node.get("host", "")),
         "device": str(node.get("device", "")),
+        "cpu_kernels": str(node.get("cpu_kernels", "")),
         "gpus": f"{float(node.get('gpus', 0.0)):g}",  # the worker's GPU share (--gpus-per-worker)
     }
 
