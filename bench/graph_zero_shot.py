@@ -24,10 +24,10 @@ orderings. ``search_cost_to_pick_rank``: the plain model sampler's median trials
 49 task-trainings per pair seed. ``one_seed_oracle_rank``: the noise floor — per truth seed, the
 rank on the other seeds' mean of the ordering best on that seed. ``seeded_vs_model_trials``: a lookup simulation (as
 bench/search_at_scale.py): the model sampler (search/propose/sampler.py) seeded from the graph of
-fresh seed 100 as `lll search --seed-from-graph` does (the graph's orderings enqueued first, the
-graph feature on) against the plain model sampler; median trials until an ordering of the truth's
-top 1 % is proposed, over --reps sampler seeds. ``--real`` adds searches on permuted-mnist-10 and rotated-mnist-10 (see
-:mod:`graph_zero_shot_real`).
+fresh seed 100 as `lll search --seed-from-graph` does (the graph feature on; the graph's orderings
+enqueued first when the zero-shot pick is trusted) against the plain model sampler; median trials
+until an ordering of the truth's top 1 % is proposed, over --reps sampler seeds (default 101).
+``--real`` adds searches on permuted-mnist-10 and rotated-mnist-10 (see :mod:`graph_zero_shot_real`).
 
     python bench/graph_pairs.py                     # first: the fresh pair trainings (cached)
     python bench/graph_zero_shot.py --parts /work/gt/parts/defaults   # all truths + finished seeds of a running truth
@@ -193,14 +193,17 @@ def zero_shot_ranks(truth: dict, trees: list[dict], draws: int) -> dict:
 
 
 # ---- seeded vs plain model sampler (lookup) ------------------------------------------------------
-def lookup_trials(truth: dict, seeded: bool, rep: int, cap: int, good: set, graph, units: list | None = None) -> int:
+def lookup_trials(
+    truth: dict, seeded: bool, rep: int, cap: int, good: set, graph, units: list | None = None, enqueue=()
+) -> int:
     """Trials until the model sampler proposes a ``good`` ordering (censored at ``cap``); ``units``,
-    when given, gets the task-trainings those trials cost (distinct prefixes: the prefix cache)."""
+    when given, gets the task-trainings those trials cost (distinct prefixes: the prefix cache).
+    ``seeded``: the graph's evidence kept as `lll search --seed-from-graph` keeps it, and the
+    orderings ``enqueue`` (what it enqueues: :func:`seeding`) first."""
     import optuna
 
     from search.orders.space import SearchSpace
     from search.propose.sampler import PermutationSampler
-    from search.study.graph_seed import candidate_orderings
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tasks = truth["tasks"]
@@ -210,7 +213,7 @@ def lookup_trials(truth: dict, seeded: bool, rep: int, cap: int, good: set, grap
         measured = Evidence.from_dict(json.loads(graph.graph["measured"]))
         kept = {"strategy": {"name": truth["strategy"]}, "evidence": measured.to_dict()}
         study.set_user_attr("affinity_evidence", kept)
-        for o, _ in candidate_orderings(graph):
+        for o in enqueue:
             study.enqueue_trial(space.trial_params(o, "naive", None))
     value = {tuple(tasks[i] for i in p): float(v) for p, v in zip(truth["perms"], truth["acc"], strict=True)}
     prefixes: set[tuple[str, ...]] = set()
@@ -228,14 +231,26 @@ def lookup_trials(truth: dict, seeded: bool, rep: int, cap: int, good: set, grap
     return n
 
 
+def seeding(graph, strategy: str) -> list[list[str]]:
+    """The orderings `lll search --seed-from-graph` enqueues for this graph: its candidates when the
+    zero-shot pick is trusted, none otherwise (search/study/graph_seed.py)."""
+    from search.study.graph_seed import seed_orderings
+
+    pick, cands = seed_orderings(graph, strategy)
+    verdict = "trusted" if pick.trusted else "not trusted"
+    print(f"  seeding: {len(cands) if pick.trusted else 0} orderings enqueued (the pick is {verdict})")
+    return [o for o, _ in cands] if pick.trusted else []
+
+
 def seeded_vs_model(truth: dict, reps: int, cap: int) -> list[float]:
     acc, perms, tasks = truth["acc"], truth["perms"], truth["tasks"]
     good = {tuple(tasks[i] for i in perms[j]) for j in np.argsort(-acc, kind="stable")[: max(1, len(acc) // 100)]}
     sources = pair_sources(truth)  # one seed of pairs, as `lll search --seed-from-graph`: fresh 100 if trained
     g = graph_of(truth, sources.get(f"fresh {FRESH[0]}") or next(iter(sources.values())))
+    enqueue = seeding(g, truth["strategy"])
     out = []
     for seeded in (True, False):
-        trials = [lookup_trials(truth, seeded, rep, cap, good, g) for rep in range(reps)]
+        trials = [lookup_trials(truth, seeded, rep, cap, good, g, enqueue=enqueue) for rep in range(reps)]
         out.append(float(statistics.median(trials)))
         print(f"  {'seeded' if seeded else 'model '} median {out[-1]:.1f} trials {trials}", flush=True)
     return out
@@ -262,7 +277,7 @@ def search_cost_to_rank(truth: dict, rank: int, reps: int, cap: int, pair_seeds:
 def main(argv: list[str] | None = None) -> None:
     ap = common.parser(__doc__)
     ap.add_argument("--quick", action="store_true", help="3 sampler seeds, cap 60, 8 noise draws")
-    ap.add_argument("--reps", type=int, default=21)
+    ap.add_argument("--reps", type=int, default=101)
     ap.add_argument("--cap", type=int, default=200)
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--parts", type=Path, default=None, help="a running truth's part files (finished seeds)")

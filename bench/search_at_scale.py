@@ -18,7 +18,10 @@ ordering of the top 1% is proposed (censored at --cap). Median over --reps sampl
   (graph model and the rules, search/study/graph_seed.py) enqueued first, and the graph model's
   prediction a GP feature;
 * ``model+seed`` / ``model+feature`` — the two halves of ``model+graph`` alone (the seeded orderings
-  only; the GP's graph feature only), to tell which one helps or hurts.
+  only; the GP's graph feature only), to tell which one helps or hurts. Since 2026-12-04
+  ``--seed-from-graph`` enqueues the orderings only when the zero-shot pick is trusted: it is
+  ``model+graph`` for a trusted pick and ``model+feature`` otherwise (bench/graph_zero_shot.py
+  simulates exactly that).
 
 Also: the rank among 5,040 of each published rule's ordering and of the graph model's top pick
 (default parameters: the pair trainings only, no search), and the out-of-sample Spearman ρ of the

@@ -341,7 +341,8 @@ def test_search_seeded_from_the_graph_then_graph_of_the_study(workdir: Path) -> 
     seeded = [o["order"] for o in study.user_attrs["graph_orderings"]]
     assert len(seeded) == SEED_ORDERINGS and len({tuple(o) for o in seeded}) == SEED_ORDERINGS
     trials = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
-    assert [t.user_attrs["order"] for t in trials[:3]] == seeded[:3]
+    if study.user_attrs["graph_orderings"][0]["enqueued"]:  # a trusted pick (tests/test_zero_shot.py: both ways)
+        assert [t.user_attrs["order"] for t in trials[:3]] == seeded[:3]
 
     res = run_affinity(AffinityRequest(study="s", storage=db, measure=False, out=str(workdir / "s.graphml")))
     g = read_graphml(workdir / "s.graphml")

@@ -176,6 +176,40 @@ def test_disagreeing_readings_of_the_evidence_are_not_trusted(seed: int, trusted
     assert pick.noise_ratio == 0 and pick.trusted == trusted and bool(least >= AGREEMENT_MIN) == trusted
 
 
+@pytest.mark.parametrize("noisy", [False, True])
+def test_seed_from_graph_enqueues_only_a_trusted_picks_orderings(noisy: bool) -> None:
+    """`--seed-from-graph` after the graph is measured: with clean pair evidence (two identical
+    seeds) the pick is trusted and the candidates are the study's first trials; with a noise of
+    0.3 per value it is not, nothing is enqueued and the graph is only the sampler's feature.
+    Either way every candidate is recorded with whether it was enqueued."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from search.orders.space import SearchSpace
+    from search.study.graph_seed import candidate_orderings, seed_study
+
+    tasks, init, base, pair, _ = world(6, 4)
+    rng = np.random.default_rng(0)
+    if noisy:
+        seeds = [seed_evidence(tasks, init, np.clip(base + rng.normal(0, 0.3, base.shape), 0, 1),
+                               np.clip(pair + rng.normal(0, 0.3, pair.shape), 0, 1)) for _ in range(2)]  # fmt: skip
+    else:
+        seeds = [seed_evidence(tasks, init, base, pair)] * 2
+    g = build_graph(tasks, seeds[0].merge(seeds[1]), meta={"strategy": "naive"})
+    pick = zero_shot_pick(g, "naive")
+    assert pick.trusted is not noisy
+    space = SearchSpace(tasks, ["naive"])
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    cands = seed_study(study, space, g, "naive")
+    assert [o for o, _ in cands] == [o for o, _ in candidate_orderings(g, pick=pick)] and cands[0][0] == pick.order
+    kept = study.user_attrs["graph_orderings"]
+    assert [r["order"] for r in kept] == [o for o, _ in cands] and {r["enqueued"] for r in kept} == {not noisy}
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == (0 if noisy else len(cands))
+    if not noisy:
+        assert [list(space.suggest(study.ask()).order) for _ in cands] == [o for o, _ in cands]
+
+
 def test_penalty_strategies_add_the_precedence_and_their_models_stiffen() -> None:
     tasks, init, base, pair, _ = world(5, 5)
     g = build_graph(tasks, seed_evidence(tasks, init, base, pair))
