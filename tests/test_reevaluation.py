@@ -45,7 +45,8 @@ tasks:
 T = 4
 TRIALS = 20  # the killed run's budget (its first re-evaluation is killed)
 # The resumed run's budget: room for re-evaluations after the resume, yet fewer trials than the 24
-# orderings, so the sampler never runs out of new ones (it would then repeat one on its first seed).
+# orderings, so the sampler never runs out of new ones (a repeat then trains a new seed, unless one of
+# that ordering's seeds is training: test_a_small_pools_repeats_train_new_seeds).
 TOTAL = TRIALS + 3
 ARGS = ["--pool", "pool.yaml", "--strategies", "naive", "--seeds", "1", "--max-seeds", "3", "--no-prune"]
 ARGS += ["--epochs", "1", "--hidden", "16", "--lr", "0.05", "--checkpoints", "none", "--workers", "2"]
@@ -210,3 +211,43 @@ def test_bad_max_seeds_is_one_line(tmp_path_factory, args, message):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
     assert not (d / "optuna.journal").exists() or "bad" not in optuna.get_all_study_names(default_storage(d))
+
+
+# the same pool without "permuted": 3 tasks, 6 orderings
+PERMUTED = "  - name: permuted\n    transforms: [{type: permute, seed: 1}]\n"
+SMALL_POOL = POOL.replace("tiny-race", "tiny-three").replace(PERMUTED, "")
+
+
+def test_a_small_pools_repeats_train_new_seeds(tmp_path_factory):
+    """3 tasks have 6 orderings; 12 trials at the defaults (--seeds 1, --max-seeds 2). Once the
+    sampler runs out of new orderings it proposes recorded ones again: such a trial trains the
+    ordering's next seed (a re-evaluation) instead of retraining seed 0 bit for bit. Checked on the
+    study: every trial asked after its ordering's record was told trains a seed that ordering did
+    not have (unless one of its seeds was training then), no ordering gets more than 2 seeds, and
+    re-evaluations exceed what the race's 20 % share alone would give."""
+    d = pool_workdir(tmp_path_factory, "small", SMALL_POOL)
+    args = ["--pool", "pool.yaml", "--strategies", "naive", "--trials", "12", "--epochs", "1", "--hidden", "16"]
+    args += ["--checkpoints", "none", "--workers", "1", "--validate", "0", "--study", "s"]
+    res = lll("search", *args, cwd=d, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    study = optuna.load_study(study_name="s", storage=default_storage(d))
+    trials = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.number)
+    assert len(trials) == 12
+    seeds_of: dict[str, set[int]] = {}
+    reevaluations = 0
+    for t in trials:
+        order = ",".join(t.user_attrs["order"])
+        known = {s for u in trials if u.number < t.number and ",".join(u.user_attrs["order"]) == order
+                 and u.datetime_complete < t.datetime_start for s in u.user_attrs["seeds"]}  # fmt: skip
+        req = t.user_attrs.get("lll.reevaluate")
+        trained = [int(req["seed"])] if req else [int(s) for s in t.user_attrs["seeds"]]
+        racing = any(u.user_attrs.get("lll.reevaluate") and ",".join(u.user_attrs["order"]) == order
+                     and u.datetime_start < t.datetime_start < u.datetime_complete for u in trials)  # fmt: skip
+        # recorded, with a seed still to get and none of its seeds training, when this trial was asked
+        # (while one trains the repeat stays on seed 0: the workers' prefix cache answers it)
+        if known and known != {0, 1} and not racing:
+            assert req and not set(trained) & known, (t.number, order, known, trained)
+        reevaluations += bool(req)
+        seeds_of.setdefault(order, set()).update(trained)
+    assert len(seeds_of) == 6 and all(s <= {0, 1} for s in seeds_of.values()), seeds_of
+    assert reevaluations >= 3, reevaluations  # the race's share alone allows 2 of 12 (≤ 0.2)

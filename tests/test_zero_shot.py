@@ -16,6 +16,7 @@ from search.graph.evidence import Evidence, Tally, evidence_from_rows
 from search.graph.model import GraphModel, ModelParams
 from search.graph.zero_shot import (
     AGREEMENT_MIN,
+    ALPHAS,
     TRUST_RATIO,
     PairArrays,
     precedence_scores,
@@ -115,7 +116,14 @@ def test_measured_pair_noise_raises_the_noise_ratio_and_widens_the_interval() ->
     q = zero_shot_pick(noisy, draws=20)
     assert q.noise > 0.1 and q.stability < p.stability  # measured spread → a less stable pick
     assert q.noise_ratio > TRUST_RATIO and not q.trusted  # noise of 0.3 per value swamps the ordering effect
-    assert q.interval[1] - q.interval[0] > p.interval[1] - p.interval[0]
+    assert q.interval[0] <= q.predicted <= q.interval[1]
+    # without noise the copies equal the evidence: the interval is the graph models' own spread
+    # (α ∈ ALPHAS, κ 0), recomputed here from the arrays with every model's parameters
+    arrays = PairArrays.from_graph(same)
+    perm = np.array([[tasks.index(a) for a in p.order]])
+    models = [float(arrays.model(ModelParams(alpha=a)).predict_perms(perm)[0]) for a in ALPHAS]
+    want = np.percentile([p.predicted, *models * 11], [5, 95])
+    assert p.interval == pytest.approx(tuple(want), abs=1e-9) and p.interval[1] - p.interval[0] > 0.01
 
 
 def test_prefix_greedy_takes_the_broad_best_not_an_isolated_spike() -> None:

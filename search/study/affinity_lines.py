@@ -67,7 +67,7 @@ def recommend_lines(res: AffinityResult, rule: str | None = None) -> list[str]:
     )
     lines = [
         f"recommended order: {' → '.join(p.order)}  (predicted ACC {_pct(p.predicted)}, "
-        f"interval {_pct(p.interval[0])}–{_pct(p.interval[1])} from the pair noise alone)",
+        f"interval {_pct(p.interval[0])}–{_pct(p.interval[1])} from the pair noise and the models' spread)",
         f"  ranking: {p.how}; its scorers' rankings agree at Spearman ρ ≥ {p.agreement:.2f}",
         f"  noise: over noisy copies of the pair evidence ({noise}) the pick's predicted ACC moves by "
         f"{p.noise_ratio:.2f} of the spread across orderings; it stays in their top {TOP_SHARE:.0%} in "

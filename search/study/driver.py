@@ -23,7 +23,7 @@ from pipeline.units import Unit
 from search.study.journal import batched
 from search.study.optuna_bridge import BEST_LABEL, OptunaBridge, TrialRun
 from search.study.outcome import State, TrialOutcome
-from search.study.racing import SeedBook, key_of
+from search.study.racing import SeedBook, candidate_key, key_of
 from search.study.recorder import Recorder
 from search.study.recording import StudyContext, trial_record
 from search.study.resume import recover
@@ -136,7 +136,7 @@ class SearchDriver:
                 while len(self.queue) < want and self.asked < self.to_run and self._time_left():
                     t0 = time.perf_counter()
                     self._race()
-                    run = self.bridge.ask()
+                    run = self._repeat_as_reevaluation(self.bridge.ask())
                     if run.reevaluate and self.book is not None:
                         self.book.enqueued.discard((key_of(run.reevaluate), run.seeds[0]))
                     self.queue.append(run)
@@ -155,10 +155,20 @@ class SearchDriver:
         """Re-evaluation: enqueue one more seed for a promising ordering when the race says so."""
         if self.book is None or not self.book.on:
             return
-        busy = {(key_of(r.reevaluate), r.seeds[0]) for r in self.queue + self.active if r.reevaluate}
-        pick = self.book.next(self.study, busy)
+        pick = self.book.next(self.study, self._reevaluating())
         if pick is not None:
             self.book.enqueue(self.study, *pick)
+
+    def _reevaluating(self) -> set[tuple]:
+        """(ordering key, seed) of every re-evaluation asked and not yet ended."""
+        return {(key_of(r.reevaluate), r.seeds[0]) for r in self.queue + self.active if r.reevaluate}
+
+    def _repeat_as_reevaluation(self, run: TrialRun) -> TrialRun:
+        """A new trial that repeats a recorded ordering trains its next seed instead (racing on)."""
+        if run.reevaluate or self.book is None:
+            return run
+        seed = self.book.seed_for_repeat(candidate_key(run.candidate), self._reevaluating())
+        return run if seed is None else self.bridge.as_reevaluation(run, seed)
 
     def _cached(self, run: TrialRun) -> tuple[int, int]:
         """(tasks of the ordering already trained for its first seed, -trial number): what to start first."""

@@ -21,7 +21,7 @@ from search.orders.lehmer import all_orderings
 from search.orders.space import Candidate
 from search.study.journal import batched
 from search.study.outcome import State, TrialOutcome, end_trial, objective_values, trial_attrs
-from search.study.racing import REEVALUATE, Record, combine, per_seed_keys
+from search.study.racing import REEVALUATE, Record, candidate_key, combine, per_seed_keys
 from search.study.recording import seed_metrics
 from search.study.records import latest_trials
 from search.study.settings import StudySettings
@@ -81,6 +81,14 @@ class OptunaBridge:
         if req:  # an enqueued re-evaluation: the ordering's own params, one more seed
             return TrialRun(trial, self.space.suggest(trial), [int(req["seed"])], reevaluate=dict(req))
         return TrialRun(trial, self.space.suggest(trial), list(self.seeds))
+
+    def as_reevaluation(self, run: TrialRun, seed: int) -> TrialRun:
+        """The asked trial, turned into a re-evaluation on ``seed`` (what an enqueued one is: the
+        user attribute names the seed, so a resumed search knows it)."""
+        order, name, lam = candidate_key(run.candidate)
+        req = {"seed": seed, "order": list(order), "strategy": name, "lambda": lam}
+        run.trial.set_user_attr(REEVALUATE, req)
+        return TrialRun(run.trial, run.candidate, [seed], reevaluate=req)
 
     def units(self, run: TrialRun) -> list[Unit]:
         """The next step's units, one per seed; with ``whole``, every remaining step's (each prefix

@@ -24,6 +24,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.rmatrix import RMatrix
+from pipeline.strategies import strategy_class
+from search.orders.space import Candidate
 from search.propose.intensify import Racing, may_reevaluate, next_reevaluation
 from search.study.outcome import PER_SEED_KEYS, TrialOutcome
 from search.study.records import REEVALUATE
@@ -51,6 +53,12 @@ class Record:
 
 def key_of(attrs: dict[str, Any]) -> Key:
     return tuple(attrs["order"]), attrs["strategy"], attrs.get("lambda")
+
+
+def candidate_key(c: Candidate) -> Key:
+    """A candidate's key as its records hold it: λ None is the strategy's default, as trained."""
+    lam = c.strategy.lam if c.strategy.lam is not None else strategy_class(c.strategy.name).default_lam
+    return tuple(c.order), c.strategy.name, lam
 
 
 def per_seed_keys(seeds: list[int], rmats: list[RMatrix]) -> dict[str, float]:
@@ -152,6 +160,18 @@ class SeedBook:
         if any(k == pick[0] for k, _ in busy):
             return None
         return pick
+
+    def seed_for_repeat(self, key: Key, busy: set[tuple[Key, int]]) -> int | None:
+        """The sampler proposed an ordering already recorded (a small pool's orderings all tried,
+        or a sampler that repeats): the next seed it was not trained on, so that the trial measures
+        something new rather than retrain a seed bit for bit. None with racing off, with every seed
+        ``--max-seeds`` allows already trained, or while one of its seeds is training."""
+        if not self.on or key in self.gave_up or key not in self.records:
+            return None
+        if any(k == key for k, _ in busy | self.enqueued):
+            return None
+        left = [s for s in self.settings.all_seeds if s not in self.records[key].per_seed]
+        return left[0] if left else None
 
     def enqueue(self, study: optuna.Study, key: Key, seed: int) -> None:
         """Enqueue the re-evaluation: the ordering's own params, and which seed it trains."""
