@@ -216,6 +216,11 @@ def test_seed_from_graph_enqueues_only_a_trusted_picks_orderings(noisy: bool) ->
     assert len(waiting) == (0 if noisy else len(cands))
     if not noisy:
         assert [list(space.suggest(study.ask()).order) for _ in cands] == [o for o, _ in cands]
+    from search.cli.commands.search import seeding_line  # what `lll search --seed-from-graph` prints
+
+    line = seeding_line(kept, "model")
+    assert ("not trusted" in line and "feature" in line) if noisy else f"{len(cands)} of its orderings" in line
+    assert noisy is ("--sampler tpe ignores it" in seeding_line(kept, "tpe"))
 
 
 def test_penalty_strategies_add_the_precedence_and_their_models_stiffen() -> None:

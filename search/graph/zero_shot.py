@@ -25,9 +25,9 @@ times (each value plus Gaussian noise of the seed mean's standard error). The **
 5th–95th percentile of every ensemble model's prediction of the pick over those copies: the pair
 noise *and* the modelling choice (α, κ). From the noise alone it held the truth's ACC of the pick in
 7 of 20 fresh-pair cases on the four 7-task truths (median width 5.6 points); with the models' spread,
-in 20 of 20 (width 20 points) — wide, because the readings disagree that much. The reference
-model's prediction over the copies, *relative to the
-spread of the predictions across all orderings*, is the **noise ratio**: when the pair noise alone
+in 20 of 20 (width 20 points) — wide, because the readings disagree that much. The spread of the
+reference model's prediction over the copies, *relative to the spread of its predictions across all
+orderings*, is the **noise ratio**: when the pair noise alone
 moves the pick's prediction by more than :data:`TRUST_RATIO` of what separates orderings, the
 ranking at the top is a lottery and a short search is the better use of the budget. Measured: ratio
 0.13–0.33 at mixed-mnist-7's defaults (picks ranked 402–911, 5 of 6 in the top 10 %), 0.40–1.30 on

@@ -155,9 +155,20 @@ def search(
     if seed_from_graph:
         err.print("measuring the task-affinity graph (every single task and pair) to seed the study ...")
     prepared = prepare(req)  # every check that can fail does so before the progress bar and Ray start
+    if seed_from_graph:
+        err.print(seeding_line(prepared[0].user_attrs.get("graph_orderings", []), prepared[1].sampler))
     with search_progress() as on_progress:
         the_study, summary, rec = run_search(req, on_progress, prepared)
     print_search_summary(the_study.study_name, summary, rec, tracking_uri, storage)
+
+
+def seeding_line(kept: list[dict], sampler: str) -> str:
+    """What --seed-from-graph did with the graph (search/study/graph_seed.py)."""
+    enqueued = [r for r in kept if r.get("enqueued")]
+    if enqueued:
+        return f"graph: its zero-shot pick is trusted; {len(enqueued)} of its orderings are the first trials"
+    use = "the model sampler uses the graph as a feature" if sampler == "model" else f"--sampler {sampler} ignores it"
+    return f"graph: its zero-shot pick is not trusted (lll affinity --recommend says why); nothing enqueued, {use}"
 
 
 TRAIN_FLAGS = (
