@@ -322,8 +322,8 @@ def main(argv: list[str] | None = None) -> None:
         from graph_zero_shot_real import real_searches
 
         result["real"] = {"quick": args.quick, "pools": real_searches(quick=args.quick)}
-    elif args.out.is_file() and "real" in (old := json.loads(args.out.read_text())):
-        result["real"] = old["real"]  # bench/graph_zero_shot_real.py's runs: kept, not re-run here
+    elif args.out.is_file():  # bench/graph_zero_shot_real.py's runs (keys real, real_ewc, ...): kept
+        result.update({k: v for k, v in json.loads(args.out.read_text()).items() if k.startswith("real")})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     args.out.with_name(args.out.stem + "_details.json").write_text(json.dumps(details, indent=2, default=str) + "\n")

@@ -19,6 +19,7 @@ defaults (1,000/500 images per task, 10 epochs): 13.5 min wall under ``nice -n 1
 
     python bench/graph_zero_shot_real.py --quick   # smoke test (also: python bench/graph_zero_shot.py --real --quick)
     nice -n 10 python bench/graph_zero_shot_real.py   # both pools at their defaults; writes key "real"
+    python bench/graph_zero_shot_real.py --strategy ewc   # the same with EWC (default λ); key "real_ewc"
     python bench/graph_zero_shot_real.py --seeds 102,103 --out bench/out/graph_zero_shot_real_seeds102-103.json
 
 Writes the key ``real`` of bench/out/graph_zero_shot.json (every other key kept).
@@ -83,7 +84,7 @@ def rank_among(value: float, others: list[float]) -> int:
     return int(sum(o > value for o in others)) + 1
 
 
-def measure_and_pick(name: str, quick: bool) -> tuple:
+def measure_and_pick(name: str, quick: bool, strategy_name: str = "naive") -> tuple:
     """`lll affinity --recommend` on one pool: the T² trainings on Ray and the zero-shot pick."""
     from pipeline.config import StrategyConfig, TrainConfig
     from search.graph.affinity import build_graph
@@ -93,11 +94,11 @@ def measure_and_pick(name: str, quick: bool) -> tuple:
     spec = _pool(name, quick)
     names = [t.name for t in spec.tasks]
     train = TrainConfig(**{**spec.train, **({"epochs": 1} if quick else {}), "device": "cpu"})
-    strategy = StrategyConfig(name="naive")
+    strategy = StrategyConfig(name=strategy_name)
     meas = measure_affinity(spec.model_dump_json(), names, strategy, train, [GRAPH_SEED], workers=WORKERS)
     print(f"{name}: graph measured, {meas.trained} task-trainings in {meas.seconds:.0f} s", flush=True)
-    graph = build_graph(names, meas.evidence(), meta={"strategy": "naive"})
-    return spec, names, train, strategy, meas, graph, zero_shot_pick(graph, "naive")
+    graph = build_graph(names, meas.evidence(), meta={"strategy": strategy_name})
+    return spec, names, train, strategy, meas, graph, zero_shot_pick(graph, strategy_name)
 
 
 def graph_arrays(graph) -> dict:
@@ -110,7 +111,7 @@ def graph_arrays(graph) -> dict:
     return {"tasks": list(a.tasks), **arr, "seeds": a.seeds}
 
 
-def zero_shot_fit(graph, orders: dict[str, list[str]], fresh: dict[str, float]) -> dict:
+def zero_shot_fit(graph, orders: dict[str, list[str]], fresh: dict[str, float], strategy: str = "naive") -> dict:
     """How the zero-shot scores rank the orderings that were trained on fresh seeds: Spearman's ρ
     of the consensus score (what the pick maximises) and of the reference graph model's predicted
     ACC against the fresh-seed mean ACC, over every ordering judged (pick, pool order, rules,
@@ -123,8 +124,8 @@ def zero_shot_fit(graph, orders: dict[str, list[str]], fresh: dict[str, float]) 
     arrays = PairArrays.from_graph(graph)
     keys = list(orders)
     perms = GraphModel.from_graph(graph).index(orders[k] for k in keys)
-    score = Ensemble.build(arrays, "naive").score(perms)
-    predicted = GraphModel.from_graph(graph, strategy="naive").predict_perms(perms)
+    score = Ensemble.build(arrays, strategy).score(perms)
+    predicted = GraphModel.from_graph(graph, strategy=strategy).predict_perms(perms)
     y = [fresh[k] for k in keys]
     return {"orderings": len(keys), "spearman_consensus": common.spearman(score, y),
             "spearman_graph_model": common.spearman(predicted, y)}  # fmt: skip
@@ -142,7 +143,9 @@ def random_search_cost(pick: float, randoms: list[float], per_ordering: int) -> 
             "expected_task_trainings": draws * per_ordering}  # fmt: skip
 
 
-def real_search(name: str, quick: bool = False, randoms: int = RANDOMS, seeds: tuple[int, ...] = FRESH_SEEDS) -> dict:
+def real_search(
+    name: str, quick: bool = False, randoms: int = RANDOMS, seeds: tuple[int, ...] = FRESH_SEEDS, strategy_name="naive"
+) -> dict:
     """One pool: the graph, the pick and its verdict, fresh-seed ACC of the pick, the pool's order
     and ``randoms`` random orderings, and the cost of each part in task-trainings."""
     from pipeline.runner import MemoryPrefixCache
@@ -151,7 +154,7 @@ def real_search(name: str, quick: bool = False, randoms: int = RANDOMS, seeds: t
     from tasks.pool import build_pool
 
     t0 = time.perf_counter()
-    spec, names, train, strategy, meas, graph, pick = measure_and_pick(name, quick)
+    spec, names, train, strategy, meas, graph, pick = measure_and_pick(name, quick, strategy_name)
     t_pick = time.perf_counter()
     rng = np.random.default_rng(0)
     randoms = min(randoms, 3) if quick else randoms
@@ -203,7 +206,7 @@ def real_search(name: str, quick: bool = False, randoms: int = RANDOMS, seeds: t
         "noise_ratio": pick.noise_ratio,
         "agreement": pick.agreement,
         "trusted": pick.trusted,
-        "zero_shot_fit": zero_shot_fit(graph, judged, fresh_means),
+        "zero_shot_fit": zero_shot_fit(graph, judged, fresh_means, strategy_name),
         "random_search_cost_to_pick": random_search_cost(pick_acc["mean"], random_acc, len(names) * len(seeds)),
         "graph": graph_arrays(graph),
         "recommend_says": verdict,
@@ -241,6 +244,7 @@ def real_searches(
     seeds: tuple[int, ...] = FRESH_SEEDS,
     pools: tuple[str, ...] = POOLS,
     done: Callable[[str, dict], None] | None = None,
+    strategy: str = "naive",
 ) -> dict:
     """Every pool of ``pools`` (``done(name, result)`` after each), then the embedded Ray stopped
     (the affinity runs started it)."""
@@ -249,7 +253,7 @@ def real_searches(
     out = {}
     try:
         for name in pools:
-            out[name] = real_search(name, quick, randoms, seeds)
+            out[name] = real_search(name, quick, randoms, seeds, strategy)
             print(line(name, out[name]), flush=True)
             if done is not None:
                 done(name, out[name])
@@ -258,10 +262,10 @@ def real_searches(
     return out
 
 
-def write_real(path: Path, name: str, result: dict) -> None:
-    """Set ``real.pools[name]`` of the JSON at ``path``, keeping every other key and pool."""
+def write_real(path: Path, name: str, result: dict, key: str = "real") -> None:
+    """Set ``key.pools[name]`` of the JSON at ``path``, keeping every other key and pool."""
     doc = json.loads(path.read_text()) if path.is_file() else {}
-    doc.setdefault("real", {}).setdefault("pools", {})[name] = result
+    doc.setdefault(key, {}).setdefault("pools", {})[name] = result
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")
 
@@ -281,6 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--randoms", type=int, default=RANDOMS, help="random orderings (numpy seed 0)")
     ap.add_argument("--seeds", default=",".join(map(str, FRESH_SEEDS)), help="fresh seeds, comma-separated")
     ap.add_argument("--pools", default=",".join(POOLS), help=f"comma-separated, of {', '.join(POOLS)}")
+    ap.add_argument("--strategy", default="naive", help="what the graph and every ordering train with")
     ap.add_argument("--out", type=Path, default=None, help="JSON whose key 'real' is written (default: "
                     "bench/out/graph_zero_shot.json; --quick writes nothing without it)")  # fmt: skip
     args = ap.parse_args(argv)
@@ -288,6 +293,10 @@ def main(argv: list[str] | None = None) -> None:
         seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
     except ValueError:
         ap.error(f"--seeds {args.seeds!r}: comma-separated integers, e.g. 100,101")
+    from pipeline.strategies import STRATEGIES
+
+    if args.strategy not in STRATEGIES:
+        ap.error(f"--strategy {args.strategy!r}: one of {', '.join(sorted(STRATEGIES))}")
     pools = tuple(p for p in args.pools.split(",") if p.strip())
     if not seeds or args.randoms < 1 or not pools or set(pools) - set(POOLS):
         ap.error(f"--seeds and --pools (of {', '.join(POOLS)}) need at least one each, --randoms at least 1")
@@ -295,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     argv_text = " ".join(sys.argv if argv is None else [sys.argv[0], *argv])
     run = {
         "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "") + f"python {argv_text}",
-        "config": {"strategy": "naive", "graph_seeds": [GRAPH_SEED], "affinity_workers": WORKERS,
+        "config": {"strategy": args.strategy, "graph_seeds": [GRAPH_SEED], "affinity_workers": WORKERS,
                    "fresh_seeds": list(seeds[:1] if args.quick else seeds), "randoms": args.randoms,
                    "random_orderings_rng": "numpy default_rng(0).permutation", "quick": args.quick,
                    "fresh_path": "pipeline.runner.run_seeds, one intra-op thread (as `lll run --seeds`)"},
@@ -305,10 +314,11 @@ def main(argv: list[str] | None = None) -> None:
     def done(name: str, result: dict) -> None:
         if out is not None:
             when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-            write_real(out, name, {**run, "date": when, **result})
-            print(f"wrote real.pools[{name!r}] of {out}", flush=True)
+            write_real(out, name, {**run, "date": when, **result}, key)
+            print(f"wrote {key}.pools[{name!r}] of {out}", flush=True)
 
-    real_searches(args.quick, args.randoms, seeds, pools, done)
+    key = "real" if args.strategy == "naive" else f"real_{args.strategy}"
+    real_searches(args.quick, args.randoms, seeds, pools, done, args.strategy)
 
 
 if __name__ == "__main__":
