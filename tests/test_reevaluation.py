@@ -220,8 +220,9 @@ SMALL_POOL = POOL.replace("tiny-race", "tiny-three").replace(PERMUTED, "")
 
 def test_a_small_pools_repeats_train_new_seeds(tmp_path_factory):
     """3 tasks have 6 orderings; 12 trials at the defaults (--seeds 1, --max-seeds 2). Once the
-    sampler runs out of new orderings it proposes recorded ones again: such a trial trains the
-    ordering's next seed (a re-evaluation) instead of retraining seed 0 bit for bit. Checked on the
+    sampler runs out of new orderings it proposes the least-measured recorded one that no trial is
+    training, and such a trial trains the ordering's next seed (a re-evaluation) instead of
+    retraining seed 0 bit for bit. Checked on the
     study: every trial asked after its ordering's record was told trains a seed that ordering did
     not have (unless one of its seeds was training then), no ordering gets more than 2 seeds, and
     re-evaluations exceed what the race's 20 % share alone would give."""
@@ -251,3 +252,6 @@ def test_a_small_pools_repeats_train_new_seeds(tmp_path_factory):
         seeds_of.setdefault(order, set()).update(trained)
     assert len(seeds_of) == 6 and all(s <= {0, 1} for s in seeds_of.values()), seeds_of
     assert reevaluations >= 3, reevaluations  # the race's share alone allows 2 of 12 (≤ 0.2)
+    # the exhausted sampler proposes the least-measured ordering no trial is training: 12 trials,
+    # 12 distinct (ordering, seed) pairs (one repeat allowed for a record told late)
+    assert sum(len(s) for s in seeds_of.values()) >= 11, seeds_of

@@ -12,7 +12,9 @@ space's own parameters, ``order_0..order_{T−2}``) of its proposal, and strateg
 TPE (``sample_independent``), so storage, MLflow records, pruning, resume and export are
 unchanged. Parallel workers get different proposals: trials still running or waiting (pending)
 enter the GP with their posterior mean as value (constant liar / kriging believer), and no ordering
-already finished, failed or pending is proposed again. The first ``n_startup`` orderings are random
+already finished, failed or pending is proposed again — until every ordering was tried: then the
+least-measured finished one that no trial is training, which the driver trains on its next seed.
+The first ``n_startup`` orderings are random
 (distinct). Pruned trials count as the worst complete value. Single objective only.
 
 Noise (issue 19): an ordering's value is its seed mean, adjusted for per-seed offsets; the GP's
@@ -200,6 +202,17 @@ class PermutationSampler(optuna.samplers.BaseSampler):
         pos = {a: i for i, a in enumerate(self.tasks)}
         return np.array([pos[a] for a in order], dtype=np.int64)
 
+    def _again(self, study: optuna.Study, number: int | None, obs) -> list[str] | None:
+        """Every ordering tried: the finished one with the fewest seeds (then the best value) that
+        no running or waiting trial trains — the driver then trains its next seed (a re-evaluation,
+        search/study/driver.py) instead of a seed it has. None when all are busy."""
+        live = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        busy = {self._order_of(t) for t in live if t.number != number}
+        free = [i for i, o in enumerate(obs.orders) if o not in busy]
+        if not free:
+            return None
+        return list(obs.orders[min(free, key=lambda i: (obs.count[i], -obs.mean[i], i))])
+
     def _random(self, rng: np.random.Generator, blocked: set) -> list[str]:
         if len(blocked) >= math.factorial(len(self.tasks)):  # every ordering tried: repeat one
             return [self.tasks[i] for i in rng.permutation(len(self.tasks))]
@@ -259,6 +272,11 @@ class PermutationSampler(optuna.samplers.BaseSampler):
     def propose(self, study: optuna.Study, number: int | None = None) -> list[str]:
         got = self.observations(study, number)
         rng = np.random.default_rng([self.seed, number or 0])
+        if got[0] is not None and len(got[2]) >= math.factorial(len(self.tasks)):
+            again = self._again(study, number, got[0])
+            if again is not None:
+                self.last_info = {"how": "every ordering tried: the least-measured one again"}
+                return again
         if got[0] is None or len(got[0].orders) < self.n_startup:
             self.last_info = {"how": "random start-up"}
             return self._random(rng, got[2])
