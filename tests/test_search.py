@@ -114,6 +114,8 @@ def test_export_and_rerun_give_the_same_r(searched, workdir):
         "confidence",
     } <= set(rec)
     assert rec["confidence"]["seeds"] == 2 and "seeds" in rec["confidence"]["note"]
+    tags = MlflowClient(f"sqlite:///{workdir}/mlflow.db").get_run(rec["mlflow_run_id"]).data.tags
+    assert rec["cpu_kernels"] == tags["cpu_kernels"] == ("AVX2" if has_avx2() else tags["cpu_kernels"])
     # The exported `lll run` command trains the study's seeds: each seed's R exactly, and the
     # exported seed-mean ACC/BWT to the last bit.
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")

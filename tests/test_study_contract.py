@@ -268,7 +268,7 @@ def synthetic_result(order: tuple[str, ...], step: int, seed: int, tasks: list[s
 
 def run_trial(bridge: OptunaBridge, tasks: list[str]):
     run = bridge.ask()
-    node = {"node_id": "n1", "node_ip": "127.0.0.9", "host": "h", "device": "cpu"}
+    node = {"node_id": "n1", "node_ip": "127.0.0.9", "host": "h", "device": "cpu", "cpu_kernels": "AVX2"}
     for step in range(1, len(run.candidate.order) + 1):
         for seed in run.seeds:
             bridge.take(run, seed, synthetic_result(run.candidate.order, step, seed, tasks), node)
@@ -334,7 +334,7 @@ def test_pruned_and_failed_trials_carry_the_common_attributes(pool_dir: Path) ->
     bridge.take(pruned, 0, synthetic_result(pruned.candidate.order, 2, 0, pool.names), {})
     bridge.end(pruned, bridge.outcome(pruned, "pruned"))
     t = {x.state: x for x in study.trials}
-    common = {"order", "strategy", "lambda", "options", "node_ip", "mlflow_run_id"}
+    common = {"order", "strategy", "lambda", "options", "node_ip", "cpu_kernels", "mlflow_run_id"}
     assert set(t[TrialState.PRUNED].user_attrs) == common
     assert set(t[TrialState.FAIL].user_attrs) == common | {"fail_reason"}
     assert set(t[TrialState.COMPLETE].user_attrs) > common

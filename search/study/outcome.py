@@ -90,6 +90,7 @@ def trial_attrs(o: TrialOutcome) -> dict[str, Any]:
         "lambda": o.lam,
         "options": dict(o.strategy.options),
         "node_ip": o.node.get("node_ip") or None,
+        "cpu_kernels": o.node.get("cpu_kernels") or None,  # pipeline/cpu_kernels.py: what a rerun needs
         "mlflow_run_id": o.mlflow_run_id,
     }
     if o.state == "complete":

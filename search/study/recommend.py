@@ -28,6 +28,7 @@ def _row(t: FrozenTrial) -> dict[str, Any]:
         "acc_std": a.get("acc_std"),
         "bwt_std": a.get("bwt_std"),
         "mlflow_run_id": a.get("mlflow_run_id"),
+        "cpu_kernels": a.get("cpu_kernels"),  # torch's CPU kernels it trained with (None: not recorded)
     }
 
 
@@ -140,6 +141,7 @@ def recommendation(study: optuna.Study) -> dict[str, Any]:
         "acc_std": best["acc_std"],
         "bwt_std": best["bwt_std"],
         "mlflow_run_id": best["mlflow_run_id"],
+        "cpu_kernels": best["cpu_kernels"],
         "pareto": [_row(t) for t in front],
         "confidence": {"seeds": n_seeds, "runner_up": runner_up, "margin": margin, "note": note},
         "study": study.study_name,

@@ -77,10 +77,13 @@ def outcome_from_run(uri: str, rec: Any, settings: StudySettings) -> TrialOutcom
         R=R,
         metrics=metrics,
         values=tuple(objective_values(metrics, settings.objective)),
-        node={"node_id": tags.get("ray_node_id"), "node_ip": tags.get("ray_node_ip"), "host": tags.get("host")},
+        node={k: tags.get(tag) for k, tag in NODE_TAGS.items()},
         mlflow_run_id=rec.info.run_id,
         value_key="bwt" if settings.objective == "bwt" else "acc",
     )
+
+
+NODE_TAGS = {"node_id": "ray_node_id", "node_ip": "ray_node_ip", "host": "host", "cpu_kernels": "cpu_kernels"}
 
 
 def recover(study: optuna.Study, settings: StudySettings, uri: str | None, parent_run_id: str | None) -> Recovery:
