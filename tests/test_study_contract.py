@@ -154,6 +154,16 @@ def test_a_study_written_in_the_old_format_loads_resumes_and_exports(pool_dir: P
     rerun = rec["rerun"]
     for part in ("--seeds 3,4", "--option fisher_samples=50", "--epochs 2", "--hidden 16", "--lambda 12.5"):
         assert part in rerun, rerun
+    # a trial trained with other CPU kernels than this process's: the command asks for them
+    from pipeline.cpu_kernels import capability
+    from search.study.recommend import run_command
+
+    row = {"order": ["a", "b"], "strategy": "ewc", "lambda": 12.5}
+    assert run_command(s, {**row, "cpu_kernels": capability()}, [3]).startswith("lll run ")
+    other = "DEFAULT" if capability() != "DEFAULT" else "AVX2"
+    asked = run_command(s, {**row, "cpu_kernels": other}, [3])
+    assert asked.startswith(f"ATEN_CPU_CAPABILITY={other.lower()} lll run "), asked
+    assert run_command(s, row, [3]).startswith("lll run ")  # a trial from before lll recorded kernels
 
 
 @pytest.mark.parametrize(

@@ -65,8 +65,14 @@ RERUN_FLAGS = {
 
 def run_command(settings: StudySettings, best: dict[str, Any], seeds: list[int]) -> str:
     """The `lll run` command line that re-trains the recommended order on the study's seeds: it
-    prints the exported seed-mean ACC/BWT exactly (per-seed R are the same bit for bit)."""
-    args = ["lll", "run", "--pool", settings.pool, "--order", ",".join(best["order"])]
+    prints the exported seed-mean ACC/BWT exactly (per-seed R are the same bit for bit). When the
+    trial trained with other CPU kernels than this process uses (a choice of ATEN_CPU_CAPABILITY,
+    or another kind of CPU: pipeline/cpu_kernels.py), the command asks for those."""
+    from pipeline.cpu_kernels import capability
+
+    kernels = best.get("cpu_kernels")
+    args = [f"ATEN_CPU_CAPABILITY={kernels.lower()}"] if kernels and kernels != capability() else []
+    args += ["lll", "run", "--pool", settings.pool, "--order", ",".join(best["order"])]
     args += ["--strategy", best["strategy"], "--seeds", ",".join(map(str, seeds))]
     if best.get("lambda") is not None:
         args += ["--lambda", repr(float(best["lambda"]))]
