@@ -18,6 +18,7 @@ difference between the modes. Writes bench/out/cpu_kernels.json.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -78,7 +79,7 @@ def has_avx512() -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     ap = common.parser(__doc__)
-    ap.add_argument("--child", default=None, help=argparse_hidden())
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--orderings", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pools", default=",".join(POOLS))
@@ -114,12 +115,6 @@ def main(argv: list[str] | None = None) -> None:
     if not args.quick:
         (common.OUT / "cpu_kernels.json").write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {common.OUT / 'cpu_kernels.json'}")
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

@@ -1,5 +1,3 @@
 """What is learned: data sources, seeded transforms and named task pools."""
 
-from pipeline.cpu_kernels import pin
-
-pin()  # task transforms are torch kernels too: the same data on every x86 machine
+import pipeline  # noqa: F401  (pins the CPU kernels first: task transforms are torch kernels too)

@@ -129,11 +129,15 @@ def test_resuming_by_the_default_url_finds_a_study_of_the_old_default_sqlite_fil
 
 
 def test_an_unwritable_journal_is_one_error_line(tmp_path: Path) -> None:
-    (tmp_path / "ro").mkdir(mode=0o500)
-    if os.access(tmp_path / "ro", os.W_OK):
-        pytest.skip("running as root: every folder is writable")
+    """A journal whose folder is a file cannot be created by anyone (root included); a read-only
+    folder stops everyone but root, so that case is checked only where it applies."""
+    (tmp_path / "not-a-folder").write_text("")
     with pytest.raises(LLLError, match="cannot be opened"):
-        open_storage(f"journal:///{tmp_path}/ro/optuna.journal")
+        open_storage(f"journal:///{tmp_path}/not-a-folder/optuna.journal")
+    (tmp_path / "ro").mkdir(mode=0o500)
+    if not os.access(tmp_path / "ro", os.W_OK):  # root may write anywhere
+        with pytest.raises(LLLError, match="cannot be opened"):
+            open_storage(f"journal:///{tmp_path}/ro/optuna.journal")
 
 
 # ---- batches: one lock and one write per turn of the driver's loop ----------------------------------

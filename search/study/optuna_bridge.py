@@ -21,7 +21,7 @@ from search.orders.lehmer import all_orderings
 from search.orders.space import Candidate
 from search.study.journal import batched
 from search.study.outcome import State, TrialOutcome, end_trial, objective_values, trial_attrs
-from search.study.racing import REEVALUATE, Record, candidate_key, combine, per_seed_keys
+from search.study.racing import REEVALUATE, Record, candidate_key, combine, per_seed_keys, reevaluation_request
 from search.study.recording import seed_metrics
 from search.study.records import latest_trials
 from search.study.settings import StudySettings
@@ -85,8 +85,7 @@ class OptunaBridge:
     def as_reevaluation(self, run: TrialRun, seed: int) -> TrialRun:
         """The asked trial, turned into a re-evaluation on ``seed`` (what an enqueued one is: the
         user attribute names the seed, so a resumed search knows it)."""
-        order, name, lam = candidate_key(run.candidate)
-        req = {"seed": seed, "order": list(order), "strategy": name, "lambda": lam}
+        req = reevaluation_request(candidate_key(run.candidate), seed)
         run.trial.set_user_attr(REEVALUATE, req)
         return TrialRun(run.trial, run.candidate, [seed], reevaluate=req)
 

@@ -61,6 +61,11 @@ def candidate_key(c: Candidate) -> Key:
     return tuple(c.order), c.strategy.name, lam
 
 
+def reevaluation_request(key: Key, seed: int) -> dict[str, Any]:
+    """The user attribute ``lll.reevaluate`` of a re-evaluation: which ordering, which seed."""
+    return {"seed": seed, "order": list(key[0]), "strategy": key[1], "lambda": key[2]}
+
+
 def per_seed_keys(seeds: list[int], rmats: list[RMatrix]) -> dict[str, float]:
     """The metrics ``acc_seed<s>``, ``bwt_seed<s>``, ... of freshly trained seeds."""
     out = {}
@@ -175,8 +180,7 @@ class SeedBook:
 
     def enqueue(self, study: optuna.Study, key: Key, seed: int) -> None:
         """Enqueue the re-evaluation: the ordering's own params, and which seed it trains."""
-        req = {"seed": seed, "order": list(key[0]), "strategy": key[1], "lambda": key[2]}
-        study.enqueue_trial(self.records[key].params, user_attrs={REEVALUATE: req})
+        study.enqueue_trial(self.records[key].params, user_attrs={REEVALUATE: reevaluation_request(key, seed)})
         self.enqueued.add((key, seed))
 
 

@@ -126,15 +126,15 @@ class StudyContext:
         return self.study  # one MLflow experiment per study
 
 
+# a worker's node info (pipeline/workers.py: info) → the MLflow tag that records it (resume reads it back)
+NODE_TAGS = {"node_id": "ray_node_id", "node_ip": "ray_node_ip", "host": "host", "device": "device",
+             "cpu_kernels": "cpu_kernels"}  # fmt: skip
+
+
 def node_tags(node: dict[str, Any]) -> dict[str, str]:
-    return {
-        "ray_node_id": str(node.get("node_id", "")),
-        "ray_node_ip": str(node.get("node_ip", "")),
-        "host": str(node.get("host", "")),
-        "device": str(node.get("device", "")),
-        "cpu_kernels": str(node.get("cpu_kernels", "")),
-        "gpus": f"{float(node.get('gpus', 0.0)):g}",  # the worker's GPU share (--gpus-per-worker)
-    }
+    tags = {tag: str(node.get(key, "")) for key, tag in NODE_TAGS.items()}
+    tags["gpus"] = f"{float(node.get('gpus', 0.0)):g}"  # the worker's GPU share (--gpus-per-worker)
+    return tags
 
 
 RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED", "interrupted": "KILLED"}

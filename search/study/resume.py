@@ -25,6 +25,7 @@ from pipeline.config import StrategyConfig
 from pipeline.rmatrix import RMatrix
 from search.study.outcome import TrialOutcome, end_trial, objective_values
 from search.study.racing import REEVALUATE
+from search.study.recording import NODE_TAGS
 from search.study.settings import StudySettings
 from search.study.storage import stale_trials
 
@@ -81,9 +82,6 @@ def outcome_from_run(uri: str, rec: Any, settings: StudySettings) -> TrialOutcom
         mlflow_run_id=rec.info.run_id,
         value_key="bwt" if settings.objective == "bwt" else "acc",
     )
-
-
-NODE_TAGS = {"node_id": "ray_node_id", "node_ip": "ray_node_ip", "host": "host", "cpu_kernels": "cpu_kernels"}
 
 
 def recover(study: optuna.Study, settings: StudySettings, uri: str | None, parent_run_id: str | None) -> Recovery:
